@@ -1,0 +1,3 @@
+"""ssl_lightning: self-supervised pretraining with PyTorch Lightning and Hydra."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,164 @@
+"""Vision Transformer (Dosovitskiy et al., 2021) for any image and patch size.
+
+Fixed 2-D sin-cos position embeddings as in MAE (He et al., 2022), pre-LN blocks, attention through
+``F.scaled_dot_product_attention``. ``forward_tokens`` accepts ``ids_keep`` so that masked image modelling
+runs the encoder on visible patches only.
+"""
+
+from __future__ import annotations
+
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssl_lightning.config import check
+
+
+def sincos_pos_embed_2d(embed_dim: int, grid_size: int) -> torch.Tensor:
+    """(grid_size**2, embed_dim) fixed position embedding: half the channels encode rows, half columns."""
+    if embed_dim % 4:
+        raise ValueError(f"embed_dim={embed_dim} must be divisible by 4 for 2-D sin-cos position embeddings")
+    omega = 1.0 / 10000 ** (torch.arange(embed_dim // 4, dtype=torch.float64) / (embed_dim // 4))
+    coords = torch.arange(grid_size, dtype=torch.float64)
+    rows, cols = torch.meshgrid(coords, coords, indexing="ij")
+
+    def encode(pos: torch.Tensor) -> torch.Tensor:  # (N,) -> (N, embed_dim/2)
+        angles = pos.reshape(-1, 1) * omega.reshape(1, -1)
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([encode(rows), encode(cols)], dim=1).float()
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, T, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)  # 3x (B, nh, T, hs)
+        x = F.scaled_dot_product_attention(q, k, v)  # (B, nh, T, hs)
+        return self.proj(x.transpose(1, 2).reshape(B, T, C))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: ``x + Attn(LN(x))``, then ``x + MLP(LN(x))``, with optional stochastic depth."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.drop_path = drop_path
+
+    def _residual(self, y: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.drop_path == 0.0:
+            return y
+        keep = torch.empty(y.shape[0], 1, 1, device=y.device, dtype=y.dtype).bernoulli_(1 - self.drop_path)
+        return y * keep / (1 - self.drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self._residual(self.attn(self.norm1(x)))
+        return x + self._residual(self.mlp(self.norm2(x)))
+
+
+class VisionTransformer(nn.Module):
+    """ViT encoder: ``(B, 3, H, W) -> (B, num_features)`` (the [CLS] token, or the mean of patch tokens).
+
+    Args:
+        image_size: input height and width; must be divisible by ``patch_size``.
+        patch_size: side of a square patch (CIFAR: 4 or 2; ImageNet: 16).
+        embed_dim, depth, num_heads, mlp_ratio: the usual sizes (ViT-Tiny 192/12/3, ViT-Small 384/12/6).
+        drop_path: maximum stochastic-depth rate, increased linearly over depth.
+        global_pool: ``"cls"`` or ``"mean"`` for ``forward``.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 32,
+        patch_size: int = 4,
+        embed_dim: int = 192,
+        depth: int = 12,
+        num_heads: int = 3,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        global_pool: str = "cls",
+    ):
+        super().__init__()
+        check(patch_size > 0 and image_size % patch_size == 0, "backbone.patch_size", patch_size,
+              f"a positive divisor of the image size {image_size}")
+        check(embed_dim % num_heads == 0, "backbone.num_heads", num_heads, f"a divisor of embed_dim={embed_dim}")
+        check(global_pool in ("cls", "mean"), "backbone.global_pool", global_pool, "'cls' or 'mean'")
+        self.image_size, self.patch_size = image_size, patch_size
+        self.grid_size = image_size // patch_size
+        self.num_patches = self.grid_size**2
+        self.num_features = self.embed_dim = embed_dim
+        self.global_pool = global_pool
+
+        self.patch_embed = nn.Conv2d(3, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.register_buffer("pos_embed", sincos_pos_embed_2d(embed_dim, self.grid_size)[None], persistent=False)
+        rates = torch.linspace(0, drop_path, depth).tolist()
+        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, r) for r in rates])
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        w = self.patch_embed.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # as a linear layer (MAE)
+        nn.init.normal_(self.cls_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def patch_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, N, D) patch embeddings with position embeddings added."""
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            raise ValueError(f"ViT built for {self.image_size}x{self.image_size} images got {tuple(x.shape[-2:])}")
+        return self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed  # (B, N, D)
+
+    def forward_tokens(self, x: torch.Tensor, ids_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Encode; returns normalised tokens (B, 1 + N', D), [CLS] first.
+
+        ``ids_keep`` (B, N') selects the visible patches, so the encoder's cost scales with N' (MAE).
+        """
+        tokens = self.patch_tokens(x)  # (B, N, D)
+        if ids_keep is not None:
+            tokens = torch.gather(tokens, 1, ids_keep[..., None].expand(-1, -1, tokens.shape[-1]))  # (B, N', D)
+        tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.norm(tokens)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.forward_tokens(x)
+        return tokens[:, 0] if self.global_pool == "cls" else tokens[:, 1:].mean(dim=1)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {"cls_token"}
+
+
+def vit(size: str = "tiny", **kwargs) -> VisionTransformer:
+    """ViT presets by name; keyword arguments override the preset."""
+    presets = {
+        "tiny": dict(embed_dim=192, depth=12, num_heads=3),
+        "small": dict(embed_dim=384, depth=12, num_heads=6),
+        "base": dict(embed_dim=768, depth=12, num_heads=12),
+        "large": dict(embed_dim=1024, depth=24, num_heads=16),
+    }
+    check(size in presets, "backbone.size", size, f"one of {', '.join(presets)}")
+    return VisionTransformer(**{**presets[size], **kwargs})
+
+
+__all__ = ["VisionTransformer", "vit", "sincos_pos_embed_2d"]

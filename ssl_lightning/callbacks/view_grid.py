@@ -1,0 +1,37 @@
+"""A TensorBoard grid of the augmented views of the first training batch."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from torchvision.utils import make_grid
+
+
+class ViewGrid(Callback):
+    """At the first training step, logs ``train/views``: one row per view, ``num_images`` images per row,
+    un-normalised with the datamodule's mean and std (multi-crop views are resized to the largest crop)."""
+
+    def __init__(self, num_images: int = 8):
+        self.num_images = num_images
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if trainer.global_step != 0 or batch_idx != 0 or not trainer.is_global_zero:
+            return
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        views = batch[0]
+        if not loggers or not isinstance(views, (list, tuple)):
+            return
+        dm = trainer.datamodule
+        mean = torch.tensor(dm.mean).view(1, 3, 1, 1)
+        std = torch.tensor(dm.std).view(1, 3, 1, 1)
+        size = max(v.shape[-1] for v in views)
+        rows = []
+        for v in views:
+            v = v[: self.num_images].detach().float().cpu() * std + mean
+            rows.append(F.interpolate(v, size=(size, size), mode="nearest") if v.shape[-1] != size else v)
+        grid = make_grid(torch.cat(rows).clamp(0, 1), nrow=min(self.num_images, len(rows[0])))
+        for logger in loggers:
+            logger.experiment.add_image("train/views", grid, global_step=0)

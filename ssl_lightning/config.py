@@ -1,0 +1,32 @@
+"""Where the Hydra configs live, and the error type for bad configuration values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; raised before training starts.
+
+    The message names the key, the bad value and what is allowed.
+    """
+
+
+def check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise ``ConfigError("key=value: allowed")`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def config_dir() -> str:
+    """Absolute path of the Hydra config tree.
+
+    A wheel install ships ``conf/`` inside the package (``ssl_lightning/conf``); a source checkout or an
+    editable install has it next to the package, at the top of the repository.
+    """
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "conf", package.parent / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"ssl_lightning's Hydra configs were not found in {package}/conf or {package.parent}/conf")

@@ -1,0 +1,196 @@
+"""Image datamodules: multi-view training batches, clean labelled batches for evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ssl_lightning.config import ConfigError, check
+from ssl_lightning.data import datasets
+from ssl_lightning.data.sampler import ShardedSampler
+from ssl_lightning.distributed import world_size
+from ssl_lightning.transforms import eval_transform
+
+
+@contextmanager
+def _seeded_cpu_rng(seed: int):
+    """Run with the CPU generator seeded, then put its previous state back (no side effect on the caller)."""
+    gen = torch.random.default_generator
+    state = gen.get_state()
+    gen.manual_seed(seed)
+    try:
+        yield
+    finally:
+        gen.set_state(state)
+
+
+class TransformedDataset(Dataset):
+    """Applies ``transform`` to the image of ``base[i]``; keys ``(i, seed)`` draw the augmentation from ``seed``."""
+
+    def __init__(self, base: Dataset, transform: Callable):
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            index, seed = key
+            image, label = self.base[index]
+            with _seeded_cpu_rng(seed):
+                return self.transform(image), label
+        image, label = self.base[key]
+        return self.transform(image), label
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Base image datamodule. Subclasses implement :meth:`build_split` for ``train`` (pretraining images),
+    ``bank`` (labelled training images for kNN; defaults to ``train``) and ``val`` (labelled, held out).
+
+    Training batches are ``(views, labels)`` with ``views`` a list of (B, 3, h, w) tensors from
+    ``train_transform``; validation and kNN batches are ``(images, labels)`` without augmentation.
+
+    Args:
+        batch_size: per device. Methods scale the LR with the total (x devices x accumulation).
+        num_workers: loader processes per device.
+        image_size: side of the (square) training crop and evaluation image.
+        mean, std: normalisation.
+        num_classes: label count, for online evaluation.
+        small_images: 32-pixel-class data; ResNet backbones use the CIFAR stem.
+        augment: augmentation settings the data imposes on every view (read by the ``augment`` config as
+            ``data_overrides``), e.g. ``{blur_prob: 0.0}`` for 32-px images.
+        train_transform: multi-view transform set from the ``augment`` config.
+        seed: data order and augmentation seed (see :class:`ShardedSampler`).
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 256,
+        num_workers: int = 4,
+        image_size: int = 32,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.5, 0.5, 0.5),
+        num_classes: int = 10,
+        small_images: bool = True,
+        augment: dict | None = None,
+        train_transform: Callable | None = None,
+        eval_batch_size: int | None = None,
+        seed: int = 0,
+        pin_memory: bool = True,
+    ):
+        super().__init__()
+        check(isinstance(batch_size, int) and batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
+        check(isinstance(num_workers, int) and num_workers >= 0, "data.num_workers", num_workers, "an integer >= 0")
+        check(isinstance(image_size, int) and image_size >= 2, "data.image_size", image_size, "an integer >= 2")
+        check(len(mean) == 3 and len(std) == 3 and min(std) > 0, "data.std", list(std), "3 positive values (and 3 means)")
+        self.batch_size, self.num_workers, self.image_size = batch_size, num_workers, image_size
+        self.mean, self.std, self.num_classes, self.small_images = list(mean), list(std), num_classes, small_images
+        self.augment = dict(augment or {})
+        self.train_transform = train_transform or eval_transform(image_size, self.mean, self.std)
+        self.eval_batch_size = eval_batch_size or max(batch_size, 256)
+        self.seed, self.pin_memory = seed, pin_memory
+        self._splits: dict[str, Dataset] = {}
+
+    def build_split(self, split: str) -> Dataset:
+        raise NotImplementedError
+
+    def split(self, name: str) -> Dataset:
+        """The raw ``(PIL image, label)`` dataset of a split, built once."""
+        if name not in self._splits:
+            dataset = self.build_split(name)
+            if len(dataset) == 0:
+                raise ConfigError(f"the {name} split of {type(self).__name__} is empty")
+            self._splits[name] = dataset
+        return self._splits[name]
+
+    def setup(self, stage: str | None = None) -> None:
+        train = self.split("train")
+        per_device = len(train) // world_size()
+        if per_device < self.batch_size:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} is larger than the {per_device} training images per device: "
+                "lower data.batch_size (incomplete batches are dropped, so no step would run)"
+            )
+
+    def _loader(self, dataset: Dataset, sampler: ShardedSampler, batch_size: int, drop_last: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = TransformedDataset(self.split("train"), self.train_transform)
+        sampler = ShardedSampler(len(dataset), shuffle=True, seed=self.seed, drop_last=True, with_seed=True)
+        return self._loader(dataset, sampler, self.batch_size, drop_last=True)
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """Clean, labelled, sharded (not padded) loader of ``bank`` or ``val``."""
+        dataset = TransformedDataset(self.split(split), eval_transform(self.image_size, self.mean, self.std))
+        return DataLoader(
+            dataset,
+            batch_size=self.eval_batch_size,
+            sampler=ShardedSampler(len(dataset), shuffle=False),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("val")
+
+
+class DigitsDataModule(ImageDataModule):
+    """The offline default: UCI hand-written digits shipped inside scikit-learn (see :func:`datasets.digits`)."""
+
+    def build_split(self, split: str) -> Dataset:
+        return datasets.digits(split, self.image_size)
+
+
+class SyntheticDataModule(ImageDataModule):
+    """Made-up class-structured images (tests, smoke runs): ``num_samples`` per split."""
+
+    def __init__(self, num_samples: int = 64, **kwargs):
+        super().__init__(**kwargs)
+        self.num_samples = num_samples
+
+    def build_split(self, split: str) -> Dataset:
+        return datasets.synthetic(split, self.image_size, self.num_classes, self.num_samples, seed=self.seed)
+
+
+class TorchvisionDataModule(ImageDataModule):
+    """CIFAR-10, CIFAR-100 or STL-10 via torchvision, downloaded to ``root`` when ``download`` is set."""
+
+    def __init__(self, name: str, root: str = "data", download: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        check(name in ("cifar10", "cifar100", "stl10"), "data.name", name, "one of cifar10, cifar100, stl10")
+        self.name, self.root, self.download = name, root, download
+
+    def prepare_data(self) -> None:  # rank 0 only: fetch once
+        for split in ("train", "val"):
+            datasets.torchvision_dataset(self.name, split, self.root, self.download)
+
+    def build_split(self, split: str) -> Dataset:
+        return datasets.torchvision_dataset(self.name, split, self.root, download=False)
+
+
+class ImageFolderDataModule(ImageDataModule):
+    """Any ImageFolder tree: ``train_dir/<class>/<image>`` and ``val_dir/<class>/<image>``."""
+
+    def __init__(self, train_dir: str | None = None, val_dir: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        check(bool(train_dir), "data.train_dir", train_dir, "a directory of class folders (data.train_dir=DIR)")
+        check(bool(val_dir), "data.val_dir", val_dir, "a directory of class folders (data.val_dir=DIR)")
+        self.train_dir, self.val_dir = train_dir, val_dir
+
+    def build_split(self, split: str) -> Dataset:
+        if split == "val":
+            return datasets.image_folder(self.val_dir, "data.val_dir")
+        return datasets.image_folder(self.train_dir, "data.train_dir")

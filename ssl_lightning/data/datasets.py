@@ -1,0 +1,100 @@
+"""Image datasets returning ``(PIL RGB image, label)``; label -1 marks an unlabelled image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ssl_lightning.config import ConfigError
+
+
+class ArrayImages(Dataset):
+    """In-memory uint8 images (N, H, W, 3) with integer labels (N,)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"expected uint8 images of shape (N, H, W, 3), got {images.dtype} {images.shape}")
+        self.images, self.labels = images, labels.astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[Image.Image, int]:
+        return Image.fromarray(self.images[i]), int(self.labels[i])
+
+
+def split_indices(n: int, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed, seeded train/val split of ``range(n)``."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+    n_val = int(round(n * val_fraction))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def digits(split: str, image_size: int, val_fraction: float = 0.2) -> ArrayImages:
+    """UCI ML hand-written digits (Alpaydin & Kaynak, 1998) as shipped inside scikit-learn.
+
+    1,797 real 8x8 grayscale scans of digits 0-9 from 43 writers, 16 grey levels; no download ever. Images
+    are upsampled to ``image_size`` (bilinear) and replicated to RGB; the split is fixed (seed 0), 80/20.
+    """
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    gray = (data.images * (255.0 / 16.0)).round().astype(np.uint8)  # (N, 8, 8)
+    resized = np.stack([np.asarray(Image.fromarray(g).resize((image_size, image_size), Image.BILINEAR)) for g in gray])
+    rgb = np.repeat(resized[..., None], 3, axis=-1)
+    train, val = split_indices(len(rgb), val_fraction)
+    keep = train if split in ("train", "bank") else val
+    return ArrayImages(rgb[keep], data.target[keep])
+
+
+def synthetic(split: str, image_size: int, num_classes: int = 4, num_samples: int = 64, seed: int = 0) -> ArrayImages:
+    """Made-up images with learnable class structure, for tests: each class is a smooth random colour field;
+    each image is its class field, randomly shifted, plus pixel noise. Deterministic for ``seed``."""
+    g = np.random.default_rng(seed)
+    coarse = g.uniform(0, 255, size=(num_classes, 4, 4, 3)).astype(np.uint8)
+    fields = np.stack([np.asarray(Image.fromarray(c).resize((2 * image_size, 2 * image_size), Image.BICUBIC)) for c in coarse])
+    rng = np.random.default_rng(seed + (1 if split == "val" else 0))
+    labels = rng.integers(0, num_classes, size=num_samples)
+    images = np.empty((num_samples, image_size, image_size, 3), dtype=np.uint8)
+    for i, y in enumerate(labels):
+        dy, dx = rng.integers(0, image_size, size=2)
+        patch = fields[y, dy : dy + image_size, dx : dx + image_size].astype(np.float32)
+        images[i] = np.clip(patch + rng.normal(0, 12, size=patch.shape), 0, 255).astype(np.uint8)
+    return ArrayImages(images, labels)
+
+
+def torchvision_dataset(name: str, split: str, root: str, download: bool) -> Dataset:
+    """CIFAR-10, CIFAR-100 or STL-10 through torchvision (``download=True`` fetches them on first use).
+
+    STL-10 pretrains on ``train+unlabeled`` (105k images, unlabelled ones with label -1), uses the 5k
+    labelled ``train`` images as the kNN bank and ``test`` as validation.
+    """
+    import torchvision.datasets as tvd
+
+    try:
+        if name in ("cifar10", "cifar100"):
+            cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+            return cls(root, train=split in ("train", "bank"), download=download)
+        if name == "stl10":
+            stl_split = {"train": "train+unlabeled", "bank": "train", "val": "test"}[split]
+            return tvd.STL10(root, split=stl_split, download=download)
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
+        raise ConfigError(f"data.root={root!r}: {name} is not there ({e}); set data.download=true to fetch it") from e
+    raise ConfigError(f"data.name={name!r} is not allowed: one of cifar10, cifar100, stl10")
+
+
+def image_folder(directory: str | Path, key: str) -> Dataset:
+    """A ``class/image`` tree (torchvision ImageFolder); images are converted to RGB."""
+    import torchvision.datasets as tvd
+
+    path = Path(directory).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"{key}={str(directory)!r} is not a directory: give an ImageFolder tree (DIR/<class>/<image>)")
+    try:
+        return tvd.ImageFolder(str(path))
+    except FileNotFoundError as e:  # no class folders, or no images in them
+        raise ConfigError(f"{key}={str(directory)!r} holds no images in class folders ({e})") from e

@@ -1,0 +1,42 @@
+"""One builder for every projector and predictor."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+
+class MLP(nn.Sequential):
+    """``Linear -> [BN] -> ReLU`` for each hidden layer, then a final ``Linear [-> BN]``.
+
+    ``dims = [in, hidden..., out]``. Examples from the papers:
+
+    - SimCLR projector (Chen et al., 2020, Sec. 2.1 and B.9): ``MLP([2048, 2048, 128])``.
+    - BYOL projector and predictor (Grill et al., 2020, Sec. 3.3): ``MLP([2048, 4096, 256])`` and
+      ``MLP([256, 4096, 256])``.
+    - SimSiam projector (Chen & He, 2021): ``MLP([2048, 2048, 2048, 2048], last_norm=True, last_affine=False)``.
+
+    Hidden linears before a BatchNorm have no bias (the BN shift replaces it).
+
+    Args:
+        dims: layer widths, at least ``[in, out]``.
+        norm: BatchNorm1d after hidden linears.
+        last_norm: BatchNorm1d after the output linear.
+        last_affine: whether that last BatchNorm has a learnable scale and shift.
+    """
+
+    def __init__(self, dims: Sequence[int], norm: bool = True, last_norm: bool = False, last_affine: bool = True):
+        if len(dims) < 2:
+            raise ValueError(f"MLP dims={list(dims)} needs at least an input and an output width")
+        layers: list[nn.Module] = []
+        for d_in, d_out in zip(dims[:-2], dims[1:-1]):
+            layers += [nn.Linear(d_in, d_out, bias=not norm)]
+            if norm:
+                layers += [nn.BatchNorm1d(d_out)]
+            layers += [nn.ReLU(inplace=True)]
+        layers += [nn.Linear(dims[-2], dims[-1], bias=not last_norm)]
+        if last_norm:
+            layers += [nn.BatchNorm1d(dims[-1], affine=last_affine)]
+        super().__init__(*layers)
+        self.in_features, self.out_features = dims[0], dims[-1]

@@ -1,0 +1,7 @@
+"""Methods: one LightningModule per paper, each small."""
+
+from ssl_lightning.methods.base import SSLMethod
+from ssl_lightning.methods.byol import BYOL
+from ssl_lightning.methods.simclr import SimCLR
+
+__all__ = ["BYOL", "SSLMethod", "SimCLR"]

@@ -1,0 +1,96 @@
+"""The small base every method shares: backbone, optimizer and LR schedule, and the evaluation forward."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from ssl_lightning.config import check
+from ssl_lightning.optim import LR_SCALING, param_groups, scaled_lr
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+class SSLMethod(L.LightningModule):
+    """Base of every method.
+
+    Subclasses build their heads in ``__init__`` and implement ``training_step`` returning
+    ``{"loss": loss, "h": backbone features of the first view (detached), ...}`` so that online evaluation
+    callbacks can use the features without a second forward.
+
+    Args:
+        backbone: maps images to (B, backbone.num_features).
+        optimizer: partial optimizer, called as ``optimizer(param_groups, lr=lr)``; its ``lr`` is the base LR.
+        scheduler: partial scheduler, called as ``scheduler(optimizer, total_steps=..., steps_per_epoch=...)``.
+        lr_scaling: how the LR follows the total batch B (per-device batch x devices x nodes x
+            gradient-accumulation steps): ``"linear"``, LR = lr x B / 256 (Goyal et al., 2017; SimCLR, BYOL,
+            SimSiam, MoCo v3); ``"sqrt"``, LR = lr x sqrt(B) (SimCLR, Appendix B.1, better for small batches
+            and short schedules); ``"none"``, LR = lr.
+    """
+
+    #: smallest per-device batch the method can train on (BatchNorm statistics, negatives)
+    min_batch_size: int = 2
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        lr_scaling: str = "linear",
+    ):
+        super().__init__()
+        check(hasattr(backbone, "num_features"), "backbone", type(backbone).__name__, "a module exposing num_features")
+        self.backbone = backbone
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        check(lr_scaling in LR_SCALING, "method.lr_scaling", lr_scaling, f"one of {', '.join(LR_SCALING)}")
+        self.lr_scaling = lr_scaling
+        self.run_config: dict[str, Any] | None = None  # the resolved Hydra config, stored in checkpoints
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features (B, num_features): what evaluation, kNN and linear probes use."""
+        return self.backbone(x)
+
+    def validation_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        x, y = batch
+        return {"h": self(x), "y": y}
+
+    # -- optimisation -----------------------------------------------------------------------------------
+
+    def total_batch_size(self) -> int:
+        trainer = self.trainer
+        return self.trainer.datamodule.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+
+    def learning_rate(self, base_lr: float) -> float:
+        return scaled_lr(base_lr, self.total_batch_size(), self.lr_scaling)
+
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """Override to give heads their own groups (e.g. SimSiam's fixed-LR predictor)."""
+        return param_groups(self, weight_decay)
+
+    def configure_optimizers(self):
+        base_lr = self.optimizer_factory.keywords.get("lr")
+        check(isinstance(base_lr, (int, float)) and base_lr > 0, "method.optimizer.lr", base_lr, "a base LR > 0")
+        weight_decay = self.optimizer_factory.keywords.get("weight_decay", 0.0)
+        lr = self.learning_rate(base_lr)
+        optimizer = self.optimizer_factory([g for g in self.parameter_groups(weight_decay) if g["params"]], lr=lr)
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = max(1, self.trainer.num_training_batches // self.trainer.accumulate_grad_batches)
+        scheduler = self.scheduler_factory(optimizer, total_steps=total, steps_per_epoch=per_epoch)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def log_lr(self) -> None:
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+
+    # -- checkpoints ------------------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the resolved run config (plain containers, safe under ``torch.load(weights_only=True)``)."""
+        checkpoint["ssl_lightning"] = {"config": self.run_config, "method": type(self).__name__}
