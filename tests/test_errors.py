@@ -31,6 +31,7 @@ def error_of(exc: BaseException) -> str:
         (["data=imagefolder", "data.train_dir=/no/such/dir", "data.val_dir=/no/such/dir"],
          "data.train_dir='/no/such/dir' is not a directory"),
         (["method.optimizer.lr=0"], "method.optimizer.lr=0 is not allowed: a base LR > 0"),
+        (["method.lr_scaling=log"], "method.lr_scaling='log' is not allowed: one of linear, sqrt, none"),
         (["backbone.name=resnet7"], "backbone.name='resnet7' is not allowed: one of resnet18"),
         (["ckpt_path=/no/such.ckpt"], "ckpt_path='/no/such.ckpt' is not a file"),
     ],
