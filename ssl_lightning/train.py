@@ -7,27 +7,33 @@
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import hydra
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from ssl_lightning.callbacks.nonfinite import NonFiniteLossError
+from ssl_lightning.checkpoint import load_checkpoint
 from ssl_lightning.config import ConfigError, config_dir
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def checkpoint_to_resume(cfg: DictConfig) -> str | None:
     """``ckpt_path=FILE`` resumes from FILE; ``resume=auto`` from this run dir's ``checkpoints/last.ckpt`` if
-    it exists (so a requeued job with the same ``hydra.run.dir`` continues); ``resume=DIR`` from DIR's."""
+    it exists (so a requeued job with the same ``hydra.run.dir`` continues); ``resume=DIR`` from DIR's.
+    The file is checked first: loaded with ``weights_only=True`` and refused unless ssl_lightning wrote it."""
     if cfg.get("ckpt_path"):
-        if not Path(cfg.ckpt_path).is_file():
-            raise ConfigError(f"ckpt_path={cfg.ckpt_path!r} is not a file: give a checkpoint written by a previous run")
+        load_checkpoint(cfg.ckpt_path, "ckpt_path")
         return str(cfg.ckpt_path)
     resume = cfg.get("resume")
     if not resume:
@@ -35,6 +41,7 @@ def checkpoint_to_resume(cfg: DictConfig) -> str | None:
     run_dir = Path(cfg.paths.output_dir) if resume == "auto" else Path(resume)
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
+        load_checkpoint(last, "resume")
         return str(last)
     if resume == "auto":
         log.info("resume=auto: no %s yet, starting from scratch", last)
@@ -55,20 +62,60 @@ def check_compatible(method, datamodule, transform) -> None:
         )
 
 
+def _config_error(exc: BaseException | None) -> ConfigError | None:
+    while exc is not None:
+        if isinstance(exc, ConfigError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+class _Problems:
+    """Collects configuration errors so that start-up reports every problem at once, one line each."""
+
+    def __init__(self):
+        self.messages: list[str] = []
+
+    def attempt(self, build: Callable[[], T]) -> T | None:
+        try:
+            return build()
+        except (ConfigError, InstantiationException) as e:
+            error = _config_error(e)
+            if error is None:
+                raise
+            self.messages.append(str(error))
+            return None
+
+    def raise_if_any(self) -> None:
+        if len(self.messages) == 1:
+            raise ConfigError(self.messages[0])
+        if self.messages:
+            raise ConfigError(f"{len(self.messages)} problems:\n" + "\n".join(f"  - {m}" for m in self.messages))
+
+
+def build(cfg: DictConfig):
+    """Instantiate augmentation, data, backbone, method, callbacks and loggers, validating everything
+    before any training starts; all problems are reported together."""
+    problems = _Problems()
+    transform = problems.attempt(lambda: instantiate(cfg.augment)) if cfg.get("augment") else None
+    datamodule = problems.attempt(lambda: instantiate(cfg.data, train_transform=transform))
+    backbone = problems.attempt(lambda: instantiate(cfg.backbone))
+    method = problems.attempt(lambda: instantiate(cfg.method, backbone=backbone)) if backbone is not None else None
+    callbacks = [problems.attempt(lambda c=c: instantiate(c)) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg]
+    if method is not None and datamodule is not None:
+        problems.attempt(lambda: check_compatible(method, datamodule, transform))
+    ckpt_path = problems.attempt(lambda: checkpoint_to_resume(cfg))
+    problems.raise_if_any()
+    return datamodule, method, callbacks, loggers, ckpt_path
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Build data, backbone, method, callbacks, loggers and trainer from ``cfg``, in that order, and fit."""
     L.seed_everything(cfg.seed, workers=True)
-    transform = instantiate(cfg.augment) if cfg.get("augment") else None
-    datamodule = instantiate(cfg.data, train_transform=transform)
-    backbone = instantiate(cfg.backbone)
-    method = instantiate(cfg.method, backbone=backbone)
-    check_compatible(method, datamodule, transform)
-    ckpt_path = checkpoint_to_resume(cfg)
+    datamodule, method, callbacks, loggers, ckpt_path = build(cfg)
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     method.run_config = resolved
-
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     if trainer.is_global_zero:
@@ -78,7 +125,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for logger in loggers:
         logger.log_hyperparams(resolved)
 
-    trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     knn = next((cb for cb in trainer.callbacks if hasattr(cb, "history")), None)
@@ -86,14 +133,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics["val/knn_top1_init"] = knn.history[0][1]
     rank_zero_info("final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
     return metrics
-
-
-def _config_error(exc: BaseException) -> ConfigError | None:
-    while exc is not None:
-        if isinstance(exc, ConfigError):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
@@ -105,6 +144,12 @@ def main(cfg: DictConfig) -> float | None:
         if error is None:
             raise
         raise SystemExit(f"Configuration error: {error}") from None
+    except NonFiniteLossError as e:
+        raise SystemExit(f"Training stopped: {e}") from None
+    except SIGTERMException:
+        print("Training interrupted; a checkpoint was saved: rerun with resume=auto and the same hydra.run.dir",
+              file=sys.stderr)
+        raise SystemExit(143) from None
     return metrics.get(cfg.get("objective"))
 
 

@@ -29,7 +29,7 @@ def error_of(exc: BaseException) -> str:
         (["data.batch_size=0"], "data.batch_size=0 is not allowed: an integer >= 1"),
         (["data.batch_size=1000"], "data.batch_size=1000 is larger than the 64 training images per device"),
         (["data=imagefolder", "data.train_dir=/no/such/dir", "data.val_dir=/no/such/dir"],
-         "data.train_dir='/no/such/dir' is not a directory"),
+         "data.train_dir='/no/such/dir' is not allowed: an existing directory of class folders"),
         (["method.optimizer.lr=0"], "method.optimizer.lr=0 is not allowed: a base LR > 0"),
         (["method.lr_scaling=log"], "method.lr_scaling='log' is not allowed: one of linear, sqrt, none"),
         (["backbone.name=resnet7"], "backbone.name='resnet7' is not allowed: one of resnet18"),

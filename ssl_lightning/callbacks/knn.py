@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from ssl_lightning.config import check
 from ssl_lightning.distributed import gather_uneven
 
 
@@ -67,6 +68,9 @@ class KNNEval(Callback):
     """
 
     def __init__(self, k: int = 200, temperature: float = 0.1, every_n_epochs: int = 1):
+        check(isinstance(k, int) and k >= 1, "callbacks.knn.k", k, "an integer >= 1")
+        check(temperature > 0, "callbacks.knn.temperature", temperature, "a float > 0")
+        check(isinstance(every_n_epochs, int) and every_n_epochs >= 1, "callbacks.knn.every_n_epochs", every_n_epochs, "an integer >= 1")
         self.k, self.temperature, self.every_n_epochs = k, temperature, every_n_epochs
         self.history: list[tuple[int, float]] = []  # (global step, top-1)
 

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from ssl_lightning.config import check
 from ssl_lightning.distributed import world_size
 
 
@@ -22,6 +23,9 @@ class OnlineLinearProbe(Callback):
     """
 
     def __init__(self, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 0.0):
+        check(lr > 0, "callbacks.linear_probe.lr", lr, "a learning rate > 0")
+        check(0 <= momentum < 1, "callbacks.linear_probe.momentum", momentum, "a momentum in [0, 1)")
+        check(weight_decay >= 0, "callbacks.linear_probe.weight_decay", weight_decay, "a value >= 0")
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.probe: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None

@@ -61,6 +61,8 @@ class MomentumUpdate(Callback):
         if trainer.global_step == self._last_step:  # accumulation micro-step: no optimizer step happened
             return
         self._last_step = trainer.global_step
+        if getattr(pl_module, "step_skipped", False):  # the optimizer step was skipped (non-finite loss)
+            return
         tau = self.tau(trainer.global_step - 1, int(trainer.estimated_stepping_batches))
         ema_update_(self._teacher, self._student, tau)
         pl_module.log("train/tau", tau, on_step=True, on_epoch=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -98,8 +99,14 @@ class ImageDataModule(L.LightningDataModule):
     def build_split(self, split: str) -> Dataset:
         raise NotImplementedError
 
+    def separate_bank(self) -> bool:
+        """Whether the kNN bank differs from the pretraining split (STL-10: labelled train vs train+unlabeled)."""
+        return False
+
     def split(self, name: str) -> Dataset:
         """The raw ``(PIL image, label)`` dataset of a split, built once."""
+        if name == "bank" and not self.separate_bank():
+            return self.split("train")
         if name not in self._splits:
             dataset = self.build_split(name)
             if len(dataset) == 0:
@@ -173,6 +180,9 @@ class TorchvisionDataModule(ImageDataModule):
         check(name in ("cifar10", "cifar100", "stl10"), "data.name", name, "one of cifar10, cifar100, stl10")
         self.name, self.root, self.download = name, root, download
 
+    def separate_bank(self) -> bool:
+        return self.name == "stl10"
+
     def prepare_data(self) -> None:  # rank 0 only: fetch once
         for split in ("train", "val"):
             datasets.torchvision_dataset(self.name, split, self.root, self.download)
@@ -184,13 +194,17 @@ class TorchvisionDataModule(ImageDataModule):
 class ImageFolderDataModule(ImageDataModule):
     """Any ImageFolder tree: ``train_dir/<class>/<image>`` and ``val_dir/<class>/<image>``."""
 
-    def __init__(self, train_dir: str | None = None, val_dir: str | None = None, **kwargs):
+    def __init__(self, train_dir: str | None = None, val_dir: str | None = None, verify_images: str = "header",
+                 on_bad_image: str = "skip", **kwargs):
         super().__init__(**kwargs)
-        check(bool(train_dir), "data.train_dir", train_dir, "a directory of class folders (data.train_dir=DIR)")
-        check(bool(val_dir), "data.val_dir", val_dir, "a directory of class folders (data.val_dir=DIR)")
+        for key, directory in (("data.train_dir", train_dir), ("data.val_dir", val_dir)):
+            check(bool(directory) and Path(directory).expanduser().is_dir(), key, directory,
+                  "an existing directory of class folders (DIR/<class>/<image>)")
+        check(verify_images in ("none", "header", "decode"), "data.verify_images", verify_images, "'none', 'header' or 'decode'")
+        check(on_bad_image in ("skip", "error"), "data.on_bad_image", on_bad_image, "'skip' or 'error'")
         self.train_dir, self.val_dir = train_dir, val_dir
+        self.verify_images, self.on_bad_image = verify_images, on_bad_image
 
     def build_split(self, split: str) -> Dataset:
-        if split == "val":
-            return datasets.image_folder(self.val_dir, "data.val_dir")
-        return datasets.image_folder(self.train_dir, "data.train_dir")
+        directory, key = (self.val_dir, "data.val_dir") if split == "val" else (self.train_dir, "data.train_dir")
+        return datasets.CheckedImageFolder(directory, key, self.verify_images, self.on_bad_image)

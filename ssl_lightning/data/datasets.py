@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -87,14 +88,92 @@ def torchvision_dataset(name: str, split: str, root: str, download: bool) -> Dat
     raise ConfigError(f"data.name={name!r} is not allowed: one of cifar10, cifar100, stl10")
 
 
-def image_folder(directory: str | Path, key: str) -> Dataset:
-    """A ``class/image`` tree (torchvision ImageFolder); images are converted to RGB."""
-    import torchvision.datasets as tvd
+def load_rgb(path: str) -> Image.Image:
+    """Open an image file as RGB: grayscale, palette (with or without transparency), RGBA and CMYK files are
+    converted; the file is fully decoded here so that a truncated file fails now, not later."""
+    with open(path, "rb") as f:
+        image = Image.open(f)
+        image.load()
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P" and "transparency" in image.info or image.mode in ("RGBA", "LA", "PA"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, image).convert("RGB")
+    return image.convert("RGB")
 
-    path = Path(directory).expanduser()
-    if not path.is_dir():
-        raise ConfigError(f"{key}={str(directory)!r} is not a directory: give an ImageFolder tree (DIR/<class>/<image>)")
+
+def _check_image(path: str, decode: bool) -> str | None:
+    """None if the file is a readable image, else the reason."""
     try:
-        return tvd.ImageFolder(str(path))
-    except FileNotFoundError as e:  # no class folders, or no images in them
-        raise ConfigError(f"{key}={str(directory)!r} holds no images in class folders ({e})") from e
+        with Image.open(path) as image:
+            if decode:
+                image.load()
+            else:
+                image.verify()
+        return None
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
+        return f"{type(e).__name__}: {e}"
+
+
+class CheckedImageFolder(Dataset):
+    """An ImageFolder tree (``root/<class>/<image>``) that survives bad files.
+
+    At construction every file is checked (``verify="header"``: PIL's header/structure check, cheap;
+    ``"decode"``: full decode, catches truncated JPEGs too; ``"none"``). Unreadable files are dropped with
+    one warning that counts and names them, or, with ``on_bad_image="error"``, raise ``ConfigError``. A file
+    that still fails when loaded (e.g. a truncated JPEG under ``verify="header"``) is reported in a warning
+    and replaced by the next readable sample, so a long run never dies on one bad file.
+    """
+
+    def __init__(self, root: str | Path, key: str, verify: str = "header", on_bad_image: str = "skip"):
+        import torchvision.datasets as tvd
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ssl_lightning.config import check
+
+        check(verify in ("none", "header", "decode"), "data.verify_images", verify, "'none', 'header' or 'decode'")
+        check(on_bad_image in ("skip", "error"), "data.on_bad_image", on_bad_image, "'skip' or 'error'")
+        path = Path(root).expanduser()
+        if not path.is_dir():
+            raise ConfigError(f"{key}={str(root)!r} is not a directory: give an ImageFolder tree (DIR/<class>/<image>)")
+        try:
+            folder = tvd.ImageFolder(str(path), loader=load_rgb, allow_empty=False)
+        except FileNotFoundError as e:  # no class folders, or no images in them
+            raise ConfigError(f"{key}={str(root)!r} holds no images in class folders ({e})") from e
+        self.root, self.classes, self.on_bad_image = str(path), folder.classes, on_bad_image
+        samples = folder.samples
+        self.bad: list[tuple[str, str]] = []
+        if verify != "none":
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                reasons = list(pool.map(lambda s: _check_image(s[0], verify == "decode"), samples, chunksize=256))
+            self.bad = [(s[0], r) for s, r in zip(samples, reasons) if r is not None]
+            samples = [s for s, r in zip(samples, reasons) if r is None]
+        if self.bad:
+            listing = "; ".join(f"{p} ({r})" for p, r in self.bad[:20]) + (" ..." if len(self.bad) > 20 else "")
+            if on_bad_image == "error":
+                raise ConfigError(f"{key}={str(root)!r} has {len(self.bad)} unreadable image(s): {listing} "
+                                  "(set data.on_bad_image=skip to train without them)")
+            warnings.warn(f"{key}: skipping {len(self.bad)} unreadable image(s): {listing}", stacklevel=2)
+        if not samples:
+            raise ConfigError(f"{key}={str(root)!r} holds no readable images")
+        self.samples = samples
+        self.targets = [t for _, t in samples]
+        self.failed_at_load: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[Image.Image, int]:
+        for offset in range(len(self.samples)):
+            path, target = self.samples[(i + offset) % len(self.samples)]
+            try:
+                return load_rgb(path), target
+            except Exception as e:  # noqa: BLE001
+                if self.on_bad_image == "error":
+                    raise RuntimeError(f"unreadable image {path}: {e}") from e
+                if path not in self.failed_at_load:
+                    self.failed_at_load.add(path)
+                    warnings.warn(f"unreadable image {path} ({type(e).__name__}: {e}) replaced by the next one "
+                                  f"({len(self.failed_at_load)} such file(s) in this process)", stacklevel=2)
+        raise RuntimeError(f"no readable image left in {self.root}")

@@ -37,9 +37,15 @@ class ShardedSampler(Sampler):
         self.num_samples, self.shuffle, self.seed = num_samples, shuffle, seed
         self.drop_last, self.with_seed = drop_last, with_seed
         self.epoch = 0
+        self._skip: tuple[int, int] | None = None  # (epoch, samples) to skip once
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def fast_forward(self, num_samples: int, epoch: int) -> None:
+        """Skip this rank's first ``num_samples`` of ``epoch`` the next time it is iterated (exact mid-epoch
+        resume)."""
+        self._skip = (epoch, num_samples)
 
     def _indices(self) -> list[int]:
         if self.shuffle:
@@ -54,11 +60,14 @@ class ShardedSampler(Sampler):
 
     def __iter__(self) -> Iterator:
         indices = self._indices()
+        if self._skip is not None and self._skip[0] == self.epoch:
+            indices = indices[self._skip[1] :]
+            self._skip = None
         if not self.with_seed:
             return iter(indices)
         return iter([(i, augmentation_seed(self.seed, self.epoch, i)) for i in indices])
 
-    def __len__(self) -> int:
+    def __len__(self) -> int:  # the full epoch: Lightning counts the batches of a resumed epoch from the start
         w, r = world_size(), rank()
         if self.drop_last:
             return self.num_samples // w

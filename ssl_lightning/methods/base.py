@@ -49,6 +49,13 @@ class SSLMethod(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         check(lr_scaling in LR_SCALING, "method.lr_scaling", lr_scaling, f"one of {', '.join(LR_SCALING)}")
+        base_lr = getattr(optimizer, "keywords", {}).get("lr")
+        check(isinstance(base_lr, (int, float)) and base_lr > 0, "method.optimizer.lr", base_lr, "a base LR > 0")
+        sched = getattr(scheduler, "keywords", {})
+        if "warmup_epochs" in sched:
+            check(sched["warmup_epochs"] >= 0, "method.scheduler.warmup_epochs", sched["warmup_epochs"], "a number of epochs >= 0")
+        if "final_lr_ratio" in sched:
+            check(0 <= sched["final_lr_ratio"] <= 1, "method.scheduler.final_lr_ratio", sched["final_lr_ratio"], "a fraction in [0, 1]")
         self.lr_scaling = lr_scaling
         self.run_config: dict[str, Any] | None = None  # the resolved Hydra config, stored in checkpoints
 
@@ -74,8 +81,7 @@ class SSLMethod(L.LightningModule):
         return param_groups(self, weight_decay)
 
     def configure_optimizers(self):
-        base_lr = self.optimizer_factory.keywords.get("lr")
-        check(isinstance(base_lr, (int, float)) and base_lr > 0, "method.optimizer.lr", base_lr, "a base LR > 0")
+        base_lr = self.optimizer_factory.keywords["lr"]
         weight_decay = self.optimizer_factory.keywords.get("weight_decay", 0.0)
         lr = self.learning_rate(base_lr)
         optimizer = self.optimizer_factory([g for g in self.parameter_groups(weight_decay) if g["params"]], lr=lr)

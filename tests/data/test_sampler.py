@@ -57,3 +57,18 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index_only():
     index, seed = keys[0]
     other = ds[(index, dict(list(s))[index])][0]
     assert not torch.equal(first[0], other[0])
+
+
+def test_fast_forward_skips_once_and_only_in_its_epoch():
+    s = ShardedSampler(20, shuffle=True, seed=0)
+    s.set_epoch(3)
+    full = list(s)
+    s.fast_forward(6, epoch=3)
+    assert list(s) == full[6:]
+    assert list(s) == full  # once
+    s.fast_forward(6, epoch=5)
+    assert list(s) == full  # not this epoch
+    s.set_epoch(5)
+    reference = ShardedSampler(20, shuffle=True, seed=0)
+    reference.set_epoch(5)
+    assert list(s) == list(reference)[6:]
