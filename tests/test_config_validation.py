@@ -23,6 +23,8 @@ CASES = [
     (["data.batch_size=1"], "data.batch_size=1 is too small for SimCLR: it needs at least 2 images per device"),
     (["data.batch_size=0"], "data.batch_size=0 is not allowed: an integer >= 1"),
     (["data.batch_size=abc"], "data.batch_size='abc' is not allowed: an integer >= 1"),
+    (["data.batch_size=1000"], "data.batch_size=1000 is larger than the 64 training images per device: lower "
+     "data.batch_size (incomplete batches are dropped, so no step would run)"),
     (["data.num_workers=-1"], "data.num_workers=-1 is not allowed: an integer >= 0"),
     (["data.std=[0,1,1]"], "data.std=[0, 1, 1] is not allowed: 3 positive values (and 3 means)"),
     (["backbone.name=resnet7"], "backbone.name='resnet7' is not allowed: one of resnet18, resnet34, resnet50, resnet101, resnet152"),
