@@ -1,5 +1,6 @@
 """Callbacks hold update rules and evaluation; the state they act on lives on the LightningModule."""
 
+from ssl_lightning.callbacks.collapse import CollapseMonitor, normalized_std, rankme
 from ssl_lightning.callbacks.knn import KNNEval, knn_predict
 from ssl_lightning.callbacks.linear_probe import OnlineLinearProbe
 from ssl_lightning.callbacks.momentum import MomentumUpdate, cosine_tau, ema_update_
@@ -8,6 +9,7 @@ from ssl_lightning.callbacks.preemption import Preemption
 from ssl_lightning.callbacks.view_grid import ViewGrid
 
 __all__ = [
+    "CollapseMonitor",
     "KNNEval",
     "MomentumUpdate",
     "NonFiniteLoss",
@@ -18,4 +20,6 @@ __all__ = [
     "cosine_tau",
     "ema_update_",
     "knn_predict",
+    "normalized_std",
+    "rankme",
 ]

@@ -16,6 +16,8 @@ class MLP(nn.Sequential):
     - BYOL projector and predictor (Grill et al., 2020, Sec. 3.3): ``MLP([2048, 4096, 256])`` and
       ``MLP([256, 4096, 256])``.
     - SimSiam projector (Chen & He, 2021): ``MLP([2048, 2048, 2048, 2048], last_norm=True, last_affine=False)``.
+    - Barlow Twins projector / VICReg expander (Zbontar et al., 2021; Bardes et al., 2022):
+      ``MLP([2048, 8192, 8192, 8192], last_bias=False)``.
 
     Hidden linears before a BatchNorm have no bias (the BN shift replaces it).
 
@@ -24,9 +26,11 @@ class MLP(nn.Sequential):
         norm: BatchNorm1d after hidden linears.
         last_norm: BatchNorm1d after the output linear.
         last_affine: whether that last BatchNorm has a learnable scale and shift.
+        last_bias: whether the output linear has a bias; default: only when no BatchNorm follows it.
     """
 
-    def __init__(self, dims: Sequence[int], norm: bool = True, last_norm: bool = False, last_affine: bool = True):
+    def __init__(self, dims: Sequence[int], norm: bool = True, last_norm: bool = False, last_affine: bool = True,
+                 last_bias: bool | None = None):
         if len(dims) < 2:
             raise ValueError(f"MLP dims={list(dims)} needs at least an input and an output width")
         layers: list[nn.Module] = []
@@ -35,7 +39,7 @@ class MLP(nn.Sequential):
             if norm:
                 layers += [nn.BatchNorm1d(d_out)]
             layers += [nn.ReLU(inplace=True)]
-        layers += [nn.Linear(dims[-2], dims[-1], bias=not last_norm)]
+        layers += [nn.Linear(dims[-2], dims[-1], bias=not last_norm if last_bias is None else last_bias)]
         if last_norm:
             layers += [nn.BatchNorm1d(dims[-1], affine=last_affine)]
         super().__init__(*layers)

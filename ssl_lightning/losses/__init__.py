@@ -1,6 +1,9 @@
 """Pure loss functions: tensors in, scalar out. No state, no torch.distributed, no Lightning."""
 
+from ssl_lightning.losses.barlow_twins import barlow_twins_loss
 from ssl_lightning.losses.byol import byol_loss
 from ssl_lightning.losses.nt_xent import nt_xent_loss
+from ssl_lightning.losses.simsiam import simsiam_loss
+from ssl_lightning.losses.vicreg import vicreg_loss
 
-__all__ = ["byol_loss", "nt_xent_loss"]
+__all__ = ["barlow_twins_loss", "byol_loss", "nt_xent_loss", "simsiam_loss", "vicreg_loss"]

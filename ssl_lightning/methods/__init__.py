@@ -1,7 +1,10 @@
 """Methods: one LightningModule per paper, each small."""
 
+from ssl_lightning.methods.barlow_twins import BarlowTwins
 from ssl_lightning.methods.base import SSLMethod
 from ssl_lightning.methods.byol import BYOL
 from ssl_lightning.methods.simclr import SimCLR
+from ssl_lightning.methods.simsiam import SimSiam
+from ssl_lightning.methods.vicreg import VICReg
 
-__all__ = ["BYOL", "SSLMethod", "SimCLR"]
+__all__ = ["BYOL", "BarlowTwins", "SSLMethod", "SimCLR", "SimSiam", "VICReg"]
