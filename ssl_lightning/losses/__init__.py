@@ -1,6 +1,8 @@
 """Pure loss functions: tensors in, scalar out. No state, no torch.distributed, no Lightning."""
 
 from ssl_lightning.losses.byol import byol_loss
+from ssl_lightning.losses.moco import moco_loss, moco_v3_loss
 from ssl_lightning.losses.nt_xent import nt_xent_loss
+from ssl_lightning.losses.swav import sinkhorn_knopp, swav_loss
 
-__all__ = ["byol_loss", "nt_xent_loss"]
+__all__ = ["byol_loss", "moco_loss", "moco_v3_loss", "nt_xent_loss", "sinkhorn_knopp", "swav_loss"]

@@ -2,6 +2,9 @@
 
 from ssl_lightning.methods.base import SSLMethod
 from ssl_lightning.methods.byol import BYOL
+from ssl_lightning.methods.moco import MoCo
+from ssl_lightning.methods.mocov3 import MoCoV3
 from ssl_lightning.methods.simclr import SimCLR
+from ssl_lightning.methods.swav import SwAV
 
-__all__ = ["BYOL", "SSLMethod", "SimCLR"]
+__all__ = ["BYOL", "MoCo", "MoCoV3", "SSLMethod", "SimCLR", "SwAV"]
