@@ -95,6 +95,10 @@ class SwAV(SSLMethod):
         global_size = max(sizes)
         check(all(sizes[i] == global_size for i in self.crops_for_assign), "method.crops_for_assign",
               self.crops_for_assign, f"indices of global crops (the largest, {global_size} px; the view sizes are {sizes})")
+        fixed = getattr(self.backbone, "image_size", None)  # e.g. our ViT: one input size only
+        check(fixed is None or all(size == fixed for size in sizes), "augment.views", f"crops of {sorted(set(sizes))} px",
+              f"crops of {fixed} px only: {type(self.backbone).__name__} takes one image size (drop the local crops, "
+              "e.g. augment.views=[{count: 2}])")
 
     def configure_callbacks(self):
         return [self.queue_update]
