@@ -42,7 +42,7 @@ def test_prototypes_frozen_in_first_epoch_then_trained_and_kept_unit_norm_and_qu
     # LARS moves a weight by about lr x eta x its norm per step: a large LR and no warmup make 2 steps visible
     train(make_cfg(*SMALL, "method.queue_length=12", "method.queue_start_epoch=1", "method.freeze_prototypes_epochs=1",
                    "method.optimizer.lr=30", "method.scheduler.warmup_epochs=0", "data.num_samples=16",
-                   "data.batch_size=8", "trainer.max_epochs=2", "~callbacks", "~logger"))
+                   "data.batch_size=8", "data.image_size=8", "trainer.max_epochs=2", "~callbacks", "~logger"))
     change = lambda w: ((w - snaps.initial).norm() / snaps.initial.norm()).item()  # noqa: E731
     torch.testing.assert_close(snaps.initial.norm(dim=1), torch.ones(10))
     assert change(snaps.prototypes[0]) < 1e-6  # frozen for the 2 steps of epoch 1 (renormalisation rounding only)
@@ -73,19 +73,22 @@ def test_codes_use_the_global_batch_and_the_queue_once_full(make_cfg, monkeypatc
     torch.testing.assert_close(model.codes(mine, crop=1, slot=1), expected)
 
 
-COMMON = [*SMALL, "method.queue_length=20", "method.queue_start_epoch=0", "data.num_samples=24", "data.batch_size=8",
+COMMON = [*SMALL, "method.queue_length=12", "method.queue_start_epoch=0", "data.num_samples=16", "data.batch_size=8",
+          "data.image_size=8",
           "~callbacks.knn", "~callbacks.linear_probe", "~callbacks.view_grid", "~logger", "trainer.max_epochs=2"]
 
 
 def test_queue_and_prototypes_resume_exactly(tmp_path):
+    """2 epochs of 2 steps: the queue fills in epoch 1 (when the prototypes are frozen) and is used in epoch 2;
+    a run stopped after epoch 1 and resumed ends exactly where the uninterrupted run does."""
     full_dir, first_dir, resumed_dir = tmp_path / "full", tmp_path / "first", tmp_path / "resumed"
     train(compose_config(full_dir, *COMMON))
     train(compose_config(first_dir, *COMMON, "+callbacks.stop={_target_: tests.test_resume.StopAfterEpoch, epoch: 1}"))
     train(compose_config(resumed_dir, *COMMON, f"resume={first_dir}"))
     load = lambda p: torch.load(p / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)  # noqa: E731
     half, full, resumed = load(first_dir), load(full_dir), load(resumed_dir)
-    assert half["state_dict"]["queue_filled"].item() == 20 and half["state_dict"]["queue_ptr"].item() == (3 * 8) % 20
-    assert full["global_step"] == resumed["global_step"] == 6
+    assert half["state_dict"]["queue_filled"].item() == 12 and half["state_dict"]["queue_ptr"].item() == (2 * 8) % 12
+    assert full["global_step"] == resumed["global_step"] == 4
     for key, value in full["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=0, msg=key)
     assert not torch.equal(full["state_dict"]["queue"], half["state_dict"]["queue"])

@@ -15,11 +15,12 @@ IMAGE_METHODS = sorted(p.stem for p in (Path(config_dir()) / "method").glob("*.y
 SMALL_HEADS = {
     "simclr": ["method.proj_hidden_dim=64", "method.proj_output_dim=32"],
     "byol": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.pred_hidden_dim=64"],
-    "moco": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.queue_size=100"],
-    "mocov3": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.pred_hidden_dim=64"],
+    # MoCo v2/v3 and SwAV (8-px images: a quarter of the compute; the CIFAR-stem ResNet and multi-crop still work)
+    "moco": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.queue_size=100", "data.image_size=8"],
+    "mocov3": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.pred_hidden_dim=64", "data.image_size=8"],
     "mocov3_vit": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.pred_hidden_dim=64",
                    "backbone=vit_tiny", "+backbone.depth=2", "+backbone.embed_dim=64", "+backbone.num_heads=2"],
-    "swav": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.num_prototypes=20"],
+    "swav": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.num_prototypes=20", "data.image_size=8"],
 }
 
 
