@@ -50,11 +50,14 @@ def checkpoint_to_resume(cfg: DictConfig) -> str | None:
 
 
 def check_compatible(method, datamodule, transform) -> None:
-    """Checks that need the built objects: the method's view count and batch-size needs."""
+    """Checks that need the built objects: the method's view count (or, for methods that define
+    ``check_views(view_sizes)``, its crop configuration) and batch-size needs."""
     views = getattr(transform, "num_views", None)
     need = getattr(method, "num_views", 2)
     if views is not None and need is not None and views != need:
         raise ConfigError(f"augment.views gives {views} views but method {type(method).__name__} needs {need}")
+    if hasattr(method, "check_views") and hasattr(transform, "view_sizes"):
+        method.check_views(transform.view_sizes)
     if datamodule.batch_size < method.min_batch_size:
         raise ConfigError(
             f"data.batch_size={datamodule.batch_size} is too small for {type(method).__name__}: "

@@ -6,6 +6,7 @@ from ssl_lightning.callbacks.linear_probe import OnlineLinearProbe
 from ssl_lightning.callbacks.momentum import MomentumUpdate, cosine_tau, ema_update_
 from ssl_lightning.callbacks.nonfinite import NonFiniteLoss, NonFiniteLossError
 from ssl_lightning.callbacks.preemption import Preemption
+from ssl_lightning.callbacks.queue import QueueUpdate, ring_enqueue_
 from ssl_lightning.callbacks.view_grid import ViewGrid
 
 __all__ = [
@@ -16,10 +17,12 @@ __all__ = [
     "NonFiniteLossError",
     "OnlineLinearProbe",
     "Preemption",
+    "QueueUpdate",
     "ViewGrid",
     "cosine_tau",
     "ema_update_",
     "knn_predict",
     "normalized_std",
     "rankme",
+    "ring_enqueue_",
 ]

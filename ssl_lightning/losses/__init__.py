@@ -2,8 +2,20 @@
 
 from ssl_lightning.losses.barlow_twins import barlow_twins_loss
 from ssl_lightning.losses.byol import byol_loss
+from ssl_lightning.losses.moco import moco_loss, moco_v3_loss
 from ssl_lightning.losses.nt_xent import nt_xent_loss
 from ssl_lightning.losses.simsiam import simsiam_loss
+from ssl_lightning.losses.swav import sinkhorn_knopp, swav_loss
 from ssl_lightning.losses.vicreg import vicreg_loss
 
-__all__ = ["barlow_twins_loss", "byol_loss", "nt_xent_loss", "simsiam_loss", "vicreg_loss"]
+__all__ = [
+    "barlow_twins_loss",
+    "byol_loss",
+    "moco_loss",
+    "moco_v3_loss",
+    "nt_xent_loss",
+    "simsiam_loss",
+    "sinkhorn_knopp",
+    "swav_loss",
+    "vicreg_loss",
+]

@@ -3,8 +3,21 @@
 from ssl_lightning.methods.barlow_twins import BarlowTwins
 from ssl_lightning.methods.base import SSLMethod
 from ssl_lightning.methods.byol import BYOL
+from ssl_lightning.methods.moco import MoCo
+from ssl_lightning.methods.mocov3 import MoCoV3
 from ssl_lightning.methods.simclr import SimCLR
 from ssl_lightning.methods.simsiam import SimSiam
+from ssl_lightning.methods.swav import SwAV
 from ssl_lightning.methods.vicreg import VICReg
 
-__all__ = ["BYOL", "BarlowTwins", "SSLMethod", "SimCLR", "SimSiam", "VICReg"]
+__all__ = [
+    "BYOL",
+    "BarlowTwins",
+    "MoCo",
+    "MoCoV3",
+    "SSLMethod",
+    "SimCLR",
+    "SimSiam",
+    "SwAV",
+    "VICReg",
+]

@@ -18,6 +18,12 @@ SMALL_HEADS = {
     "simsiam": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.pred_hidden_dim=16"],
     "barlow_twins": ["method.proj_hidden_dim=64", "method.proj_output_dim=32"],
     "vicreg": ["method.proj_hidden_dim=64", "method.proj_output_dim=32"],
+    # MoCo v2/v3 and SwAV (8-px images: a quarter of the compute; the CIFAR-stem ResNet and multi-crop still work)
+    "moco": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.queue_size=100", "data.image_size=8"],
+    "mocov3": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.pred_hidden_dim=64", "data.image_size=8"],
+    "mocov3_vit": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.pred_hidden_dim=64",
+                   "backbone=vit_tiny", "+backbone.depth=2", "+backbone.embed_dim=64", "+backbone.num_heads=2"],
+    "swav": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.num_prototypes=20", "data.image_size=8"],
 }
 # Plain-SGD step size of the fixed-batch fit; VICReg's loss carries coefficients of 25, so its gradients are
 # ~25x larger and 0.05 overshoots into NaN.

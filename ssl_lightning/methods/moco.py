@@ -1,0 +1,100 @@
+"""MoCo v2: Momentum Contrast (He et al., 2020) with the improvements of Chen, Fan, Girshick & He (2020)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssl_lightning.callbacks import MomentumUpdate, QueueUpdate, ring_enqueue_
+from ssl_lightning.config import check
+from ssl_lightning.distributed import gather_no_grad
+from ssl_lightning.heads import MLP
+from ssl_lightning.losses import moco_loss
+from ssl_lightning.methods.base import SSLMethod
+
+
+class MoCo(SSLMethod):
+    """A query encoder (backbone + projector) is trained to pick the momentum key encoder's key of the other
+    view of its image among a queue of K keys of previous batches (He et al., 2020, Sec. 3 and Algorithm 1).
+
+    Paper defaults (MoCo v2, Chen et al., 2020, Sec. 3 "Improved baselines"): 2-layer MLP head 2048-128
+    with ReLU and no BN; temperature 0.2; queue K = 65536 of L2-normalised keys; key encoder = EMA of the
+    query encoder with a constant momentum 0.999 (0.99 for CIFAR-scale runs); SGD with LR 0.03 x B/256,
+    momentum 0.9, weight decay 1e-4 on every parameter (the reference code), cosine schedule, 200 epochs;
+    augmentation "aug+" (crop 0.2-1, jitter 0.4/0.4/0.4/0.1, grey 0.2, blur 0.5, flip).
+
+    State on the module: the key encoder (``key_backbone``, ``key_projector``, updated by
+    :class:`MomentumUpdate`) and the queue, a persistent (K, D) buffer with a persistent pointer, updated by
+    :class:`QueueUpdate` after each optimizer step with the keys of the global batch (gathered from every
+    rank), so it survives checkpoint and resume and is the same on every rank. The queue starts as random
+    unit vectors (the reference code).
+
+    Args:
+        temperature: T of InfoNCE, > 0.
+        queue_size: K, the number of negative keys, >= 1 (need not be a multiple of the batch).
+        tau: the key encoder's constant EMA momentum, in [0, 1].
+        symmetric: also use the second view as query against the first view's key (the loss is the sum of
+            the two InfoNCE terms, as in the authors' CIFAR-10 demo); the keys of both views are enqueued,
+            each once.
+        proj_hidden_dim, proj_output_dim: projector widths (the head has no BN, as in MoCo v2).
+    """
+
+    min_batch_size = 2
+    num_views = 2
+
+    def __init__(self, backbone, optimizer, scheduler=None, proj_hidden_dim: int = 2048, proj_output_dim: int = 128,
+                 temperature: float = 0.2, queue_size: int = 65536, tau: float = 0.999, symmetric: bool = False,
+                 lr_scaling: str = "linear"):
+        super().__init__(backbone, optimizer, scheduler, lr_scaling)
+        check(isinstance(temperature, (int, float)) and temperature > 0, "method.temperature", temperature, "a float > 0")
+        check(isinstance(queue_size, int) and not isinstance(queue_size, bool) and queue_size >= 1, "method.queue_size",
+              queue_size, "an integer >= 1 (the number of negative keys; 65536 in the paper)")
+        check(isinstance(tau, (int, float)) and 0.0 <= tau <= 1.0, "method.tau", tau, "a momentum in [0, 1]")
+        self.temperature, self.symmetric = temperature, bool(symmetric)
+        self.momentum_update = MomentumUpdate(tau, tau)  # constant momentum
+        self.queue_update = QueueUpdate()
+        self.projector = MLP([backbone.num_features, proj_hidden_dim, proj_output_dim], norm=False)
+        self.key_backbone = copy.deepcopy(backbone).requires_grad_(False)
+        self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_output_dim), dim=1))  # (K, D)
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.backbone, self.key_backbone), (self.projector, self.key_projector)]
+
+    def configure_callbacks(self):
+        return [self.momentum_update, self.queue_update]
+
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """One group: the reference code decays every parameter, biases and BN included."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+
+    @torch.no_grad()
+    def keys(self, x: torch.Tensor) -> torch.Tensor:
+        """The key encoder's forward, (B, 3, H, W) -> L2-normalised keys (B, D). All key computation goes
+        through here, so Shuffle-BN (shuffle the batch across ranks before, unshuffle after) fits in one place."""
+        return F.normalize(self.key_projector(self.key_backbone(x)).float(), dim=1)
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """Called by :class:`QueueUpdate` after the optimizer step with the keys of the global batch."""
+        ring_enqueue_(self.queue, self.queue_ptr, keys)
+
+    def training_step(self, batch, batch_idx: int):
+        (x1, x2), _ = batch
+        h1 = self.backbone(x1)  # (B, F)
+        q1 = self.projector(h1)  # (B, D)
+        k2 = self.keys(x2)
+        loss = moco_loss(q1, k2, self.queue, self.temperature)
+        new_keys = k2
+        if self.symmetric:
+            q2 = self.projector(self.backbone(x2))
+            k1 = self.keys(x1)
+            loss = loss + moco_loss(q2, k1, self.queue, self.temperature)
+            new_keys = torch.cat([k2, k1])  # (2B, D): each image's two keys, each enqueued once
+        self.log("train/loss", loss, prog_bar=True)
+        self.log_lr()
+        return {"loss": loss, "h": h1.detach(), "z": q1.detach(), "enqueue": gather_no_grad(new_keys)}
