@@ -34,7 +34,8 @@ class QueueUpdate(Callback):
     Enqueueing after the step keeps the step's negatives the queue of the previous steps (the paper's order:
     the current keys are never their own negatives). With gradient accumulation the keys of the micro-steps
     are held back and enqueued together, once, after the optimizer step, so the queue moves with the
-    optimizer like the momentum encoder does.
+    optimizer like the momentum encoder does. A step skipped for a non-finite loss (``NonFiniteLoss`` in skip
+    mode) enqueues nothing.
     """
 
     def __init__(self) -> None:
@@ -52,6 +53,9 @@ class QueueUpdate(Callback):
         if trainer.global_step == self._last_step:  # accumulation micro-step: no optimizer step happened
             return
         self._last_step = trainer.global_step
+        if getattr(pl_module, "step_skipped", False):  # the optimizer step was skipped (non-finite loss):
+            self._pending = []                         # its keys may be non-finite too, and the weights did not move
+            return
         if self._pending:
             pl_module.enqueue(torch.cat(self._pending))
             self._pending = []

@@ -72,3 +72,28 @@ def test_a_skipped_step_changes_no_parameter_and_no_teacher(make_cfg, nan_at_cal
         if key.endswith(("running_mean", "running_var", "num_batches_tracked")):
             continue  # BatchNorm statistics are updated by the forward pass itself
         torch.testing.assert_close(after[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_a_skipped_step_enqueues_nothing(make_cfg, monkeypatch):
+    """MoCo: the keys of a skipped step never reach the queue (they may be as non-finite as its loss)."""
+    import ssl_lightning.methods.moco as moco_module
+
+    calls = {"count": 0}
+    real = moco_module.moco_loss
+
+    def poisoned(*args):
+        calls["count"] += 1
+        out = real(*args)
+        return out * float("nan") if calls["count"] == 2 else out  # asymmetric MoCo: one call per step
+
+    monkeypatch.setattr(moco_module, "moco_loss", poisoned)
+    cfg = make_cfg("method=moco", "method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.queue_size=100",
+                   "data.num_samples=48", "data.batch_size=16", "data.image_size=8", "trainer.max_epochs=1",
+                   "~callbacks.knn", "~callbacks.view_grid", "callbacks.nonfinite.mode=skip",
+                   f"callbacks.nonfinite._target_={__name__}.SnapshotEachStep")
+    SnapshotEachStep.snapshots.clear()
+    train(cfg)
+    ptr = lambda step: SnapshotEachStep.snapshots[step]["queue_ptr"].item()  # noqa: E731
+    assert (ptr(1), ptr(2)) == (16, 16)  # step 0 enqueued 16 keys, the skipped step 1 none
+    torch.testing.assert_close(SnapshotEachStep.snapshots[2]["queue"], SnapshotEachStep.snapshots[1]["queue"],
+                               rtol=0, atol=0)
