@@ -15,6 +15,10 @@ IMAGE_METHODS = sorted(p.stem for p in (Path(config_dir()) / "method").glob("*.y
 SMALL_HEADS = {
     "simclr": ["method.proj_hidden_dim=64", "method.proj_output_dim=32"],
     "byol": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.pred_hidden_dim=64"],
+    "mae": ["backbone.depth=2", "backbone.embed_dim=32", "backbone.num_heads=2", "method.decoder_dim=32",
+            "method.decoder_depth=1", "method.decoder_num_heads=2"],
+    "beit": ["backbone.depth=2", "backbone.embed_dim=32", "backbone.num_heads=2", "method.vocab_size=32",
+             "method.tokenizer_fit_iters=5"],
 }
 
 
@@ -34,6 +38,8 @@ def test_loss_falls_when_fitting_a_fixed_batch(make_cfg, method):
     transform = instantiate(cfg.augment)
     dm = instantiate(cfg.data, train_transform=transform)
     batch = next(iter(dm.train_dataloader()))
+    if hasattr(model, "fit_tokenizer"):  # BEiT: fit its visual tokenizer on the training images first
+        model.fit_tokenizer(dm)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     model.log = lambda *a, **k: None  # no trainer attached
     model.log_lr = lambda: None
