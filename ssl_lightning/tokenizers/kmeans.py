@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ssl_lightning.backbones.vit import patchify
+from ssl_lightning.config import check
 from ssl_lightning.data.sampler import augmentation_seed
 
 
@@ -156,6 +157,8 @@ def fit_kmeans_tokenizer(dataset: Dataset, mean: Sequence[float], std: Sequence[
     """Fit a :class:`PatchKMeansTokenizer` on ``dataset``; returns it (on ``device``) and fit statistics
     (images, patches, final inertia, codebook usage and perplexity on the fitted patches)."""
     patches = collect_patches(dataset, mean, std, patch_size, max_images, max_patches, seed, num_workers=num_workers, device=device)
+    check(patches.shape[0] >= vocab_size, "method.vocab_size", vocab_size,
+          f"at most the {patches.shape[0]} patches the tokenizer is fitted on (raise method.tokenizer_fit_images)")
     codebook, inertia = kmeans(patches, vocab_size, iters, seed)
     tokenizer = PatchKMeansTokenizer(vocab_size, patch_size, image_size).to(device)
     tokenizer.set_codebook(codebook)
