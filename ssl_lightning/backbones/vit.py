@@ -1,8 +1,10 @@
 """Vision Transformer (Dosovitskiy et al., 2021) for any image and patch size.
 
 Fixed 2-D sin-cos position embeddings as in MAE (He et al., 2022), pre-LN blocks, attention through
-``F.scaled_dot_product_attention``. ``forward_tokens`` accepts ``ids_keep`` so that masked image modelling
-runs the encoder on visible patches only.
+``F.scaled_dot_product_attention``. For masked image modelling, ``forward_tokens`` accepts ``ids_keep`` so
+that the encoder runs on visible patches only (MAE), or ``bool_masked_pos`` and a ``mask_token`` that
+replaces the embeddings of masked patches (BEiT, Bao et al., 2022). ``patchify`` / ``unpatchify`` convert
+between images and per-patch pixel vectors in the row-major patch order the ViT uses.
 """
 
 from __future__ import annotations
@@ -28,6 +30,29 @@ def sincos_pos_embed_2d(embed_dim: int, grid_size: int) -> torch.Tensor:
         return torch.cat([angles.sin(), angles.cos()], dim=1)
 
     return torch.cat([encode(rows), encode(cols)], dim=1).float()
+
+
+def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, N, p*p*C): patch n = row-major position (n // (W/p), n % (W/p)); each vector is
+    the patch's pixels in (row, column, channel) order, as MAE's targets."""
+    B, C, H, W = images.shape
+    p = patch_size
+    if H % p or W % p:
+        raise ValueError(f"image size {H}x{W} is not divisible by the patch size {p}")
+    x = images.reshape(B, C, H // p, p, W // p, p)
+    return x.permute(0, 2, 4, 3, 5, 1).reshape(B, (H // p) * (W // p), p * p * C)
+
+
+def unpatchify(patches: torch.Tensor, patch_size: int, height: int | None = None, channels: int = 3) -> torch.Tensor:
+    """Inverse of :func:`patchify`: (B, N, p*p*C) -> (B, C, H, W); ``height`` defaults to a square image."""
+    B, N, _ = patches.shape
+    p = patch_size
+    h = (height // p) if height is not None else int(round(N**0.5))
+    w = N // h
+    if h * w != N:
+        raise ValueError(f"{N} patches do not tile a {h}-row grid")
+    x = patches.reshape(B, h, w, p, p, channels)
+    return x.permute(0, 5, 1, 3, 2, 4).reshape(B, channels, h * p, w * p)
 
 
 class Attention(nn.Module):
@@ -121,18 +146,36 @@ class VisionTransformer(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def patch_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, N, D) patch embeddings with position embeddings added."""
+    def patch_tokens(
+        self, x: torch.Tensor, bool_masked_pos: torch.Tensor | None = None, mask_token: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, N, D) patch embeddings with position embeddings added.
+
+        With ``bool_masked_pos`` (B, N) and ``mask_token`` (1, 1, D), the embedding of every masked patch is
+        replaced by the mask token before the position embedding is added (BEiT, Sec. 2.2).
+        """
         if x.shape[-2:] != (self.image_size, self.image_size):
             raise ValueError(f"ViT built for {self.image_size}x{self.image_size} images got {tuple(x.shape[-2:])}")
-        return self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed  # (B, N, D)
+        tokens = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, N, D)
+        if bool_masked_pos is not None:
+            if mask_token is None:
+                raise ValueError("bool_masked_pos needs a mask_token of shape (1, 1, embed_dim)")
+            tokens = torch.where(bool_masked_pos[..., None], mask_token.to(tokens.dtype), tokens)
+        return tokens + self.pos_embed
 
-    def forward_tokens(self, x: torch.Tensor, ids_keep: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_tokens(
+        self,
+        x: torch.Tensor,
+        ids_keep: torch.Tensor | None = None,
+        bool_masked_pos: torch.Tensor | None = None,
+        mask_token: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Encode; returns normalised tokens (B, 1 + N', D), [CLS] first.
 
         ``ids_keep`` (B, N') selects the visible patches, so the encoder's cost scales with N' (MAE).
+        ``bool_masked_pos`` (B, N) with ``mask_token`` (1, 1, D) replaces masked patches (BEiT); N' = N.
         """
-        tokens = self.patch_tokens(x)  # (B, N, D)
+        tokens = self.patch_tokens(x, bool_masked_pos, mask_token)  # (B, N, D)
         if ids_keep is not None:
             tokens = torch.gather(tokens, 1, ids_keep[..., None].expand(-1, -1, tokens.shape[-1]))  # (B, N', D)
         tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
@@ -140,9 +183,12 @@ class VisionTransformer(nn.Module):
             tokens = block(tokens)
         return self.norm(tokens)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.forward_tokens(x)
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + N', D) encoder output -> (B, D) features: the [CLS] token or the mean of patch tokens."""
         return tokens[:, 0] if self.global_pool == "cls" else tokens[:, 1:].mean(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.forward_tokens(x))
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -161,4 +207,4 @@ def vit(size: str = "tiny", **kwargs) -> VisionTransformer:
     return VisionTransformer(**{**presets[size], **kwargs})
 
 
-__all__ = ["VisionTransformer", "vit", "sincos_pos_embed_2d"]
+__all__ = ["VisionTransformer", "patchify", "sincos_pos_embed_2d", "unpatchify", "vit"]

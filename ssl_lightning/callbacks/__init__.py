@@ -7,6 +7,7 @@ from ssl_lightning.callbacks.momentum import MomentumUpdate, cosine_tau, ema_upd
 from ssl_lightning.callbacks.nonfinite import NonFiniteLoss, NonFiniteLossError
 from ssl_lightning.callbacks.preemption import Preemption
 from ssl_lightning.callbacks.queue import QueueUpdate, ring_enqueue_
+from ssl_lightning.callbacks.reconstruction_grid import ReconstructionGrid
 from ssl_lightning.callbacks.view_grid import ViewGrid
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "OnlineLinearProbe",
     "Preemption",
     "QueueUpdate",
+    "ReconstructionGrid",
     "ViewGrid",
     "cosine_tau",
     "ema_update_",

@@ -24,6 +24,9 @@ class ViewGrid(Callback):
         views = batch[0]
         if not loggers or not isinstance(views, (list, tuple)):
             return
+        views = [v for v in views if v.ndim == 4]  # masked-image batches also carry (B, N) patch masks
+        if not views:
+            return
         dm = trainer.datamodule
         mean = torch.tensor(dm.mean).view(1, 3, 1, 1)
         std = torch.tensor(dm.std).view(1, 3, 1, 1)

@@ -1,5 +1,6 @@
-"""Projectors, predictors and other heads."""
+"""Projectors, predictors, decoders and other heads."""
 
+from ssl_lightning.heads.mae_decoder import MAEDecoder
 from ssl_lightning.heads.mlp import MLP
 
-__all__ = ["MLP"]
+__all__ = ["MAEDecoder", "MLP"]

@@ -1,7 +1,9 @@
 """Pure loss functions: tensors in, scalar out. No state, no torch.distributed, no Lightning."""
 
 from ssl_lightning.losses.barlow_twins import barlow_twins_loss
+from ssl_lightning.losses.beit import beit_loss
 from ssl_lightning.losses.byol import byol_loss
+from ssl_lightning.losses.mae import mae_loss
 from ssl_lightning.losses.moco import moco_loss, moco_v3_loss
 from ssl_lightning.losses.nt_xent import nt_xent_loss
 from ssl_lightning.losses.simsiam import simsiam_loss
@@ -10,7 +12,9 @@ from ssl_lightning.losses.vicreg import vicreg_loss
 
 __all__ = [
     "barlow_twins_loss",
+    "beit_loss",
     "byol_loss",
+    "mae_loss",
     "moco_loss",
     "moco_v3_loss",
     "nt_xent_loss",

@@ -2,7 +2,9 @@
 
 from ssl_lightning.methods.barlow_twins import BarlowTwins
 from ssl_lightning.methods.base import SSLMethod
+from ssl_lightning.methods.beit import BEiT
 from ssl_lightning.methods.byol import BYOL
+from ssl_lightning.methods.mae import MAE
 from ssl_lightning.methods.moco import MoCo
 from ssl_lightning.methods.mocov3 import MoCoV3
 from ssl_lightning.methods.simclr import SimCLR
@@ -11,8 +13,10 @@ from ssl_lightning.methods.swav import SwAV
 from ssl_lightning.methods.vicreg import VICReg
 
 __all__ = [
+    "BEiT",
     "BYOL",
     "BarlowTwins",
+    "MAE",
     "MoCo",
     "MoCoV3",
     "SSLMethod",

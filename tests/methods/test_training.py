@@ -24,6 +24,10 @@ SMALL_HEADS = {
     "mocov3_vit": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.pred_hidden_dim=64",
                    "backbone=vit_tiny", "+backbone.depth=2", "+backbone.embed_dim=64", "+backbone.num_heads=2"],
     "swav": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.num_prototypes=20", "data.image_size=8"],
+    "mae": ["backbone.depth=2", "backbone.embed_dim=32", "backbone.num_heads=2", "method.decoder_dim=32",
+            "method.decoder_depth=1", "method.decoder_num_heads=2"],
+    "beit": ["backbone.depth=2", "backbone.embed_dim=32", "backbone.num_heads=2", "method.vocab_size=32",
+             "method.tokenizer_fit_iters=5"],
 }
 # Plain-SGD step size of the fixed-batch fit; VICReg's loss carries coefficients of 25, so its gradients are
 # ~25x larger and 0.05 overshoots into NaN.
@@ -47,6 +51,9 @@ def test_loss_falls_when_fitting_a_fixed_batch(make_cfg, method):
     dm = instantiate(cfg.data, train_transform=transform)
     batch = next(iter(dm.train_dataloader()))
     optimizer = torch.optim.SGD(model.parameters(), lr=FIT_LR.get(method, 0.05), momentum=0.9)
+    if hasattr(model, "fit_tokenizer"):  # BEiT: fit its visual tokenizer on the training images first
+        model.fit_tokenizer(dm)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     model.log = lambda *a, **k: None  # no trainer attached
     model.log_lr = lambda: None
     losses = []
