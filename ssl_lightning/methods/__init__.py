@@ -2,6 +2,8 @@
 
 from ssl_lightning.methods.base import SSLMethod
 from ssl_lightning.methods.byol import BYOL
+from ssl_lightning.methods.jigsaw import Jigsaw
+from ssl_lightning.methods.rotation import RotNet
 from ssl_lightning.methods.simclr import SimCLR
 
-__all__ = ["BYOL", "SSLMethod", "SimCLR"]
+__all__ = ["BYOL", "Jigsaw", "RotNet", "SSLMethod", "SimCLR"]
