@@ -80,9 +80,9 @@ class Jigsaw(SSLMethod):
         side = getattr(self.backbone, "image_size", None)  # a ViT takes one input size only
         if side is not None:
             check(transform.tile_size == side, "augment.tile_size", transform.tile_size,
-                  f"{side}: the ViT backbone takes {side}x{side} inputs (backbone.image_size), so tiles are resized to it")
+                  f"{side}, the ViT's input size (backbone.image_size): tiles are resized to it")
             check(transform.image_size == side, "data.image_size", transform.image_size,
-                  f"{side}, the ViT's input size, since kNN and linear evaluation encode the full images")
+                  f"{side}, the ViT's input size (backbone.image_size): kNN and linear evaluation encode full images")
         self.puzzle = transform
 
     def setup(self, stage: str) -> None:

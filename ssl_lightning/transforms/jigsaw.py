@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
-from torchvision.transforms import functional as TF
 
 from ssl_lightning.config import check
 from ssl_lightning.transforms.permutations import check_permutation_args, hamming_permutations
@@ -105,6 +104,65 @@ def normalise_tiles(tiles: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return (tiles - mean) / torch.where(std < eps, torch.ones_like(std), std)
 
 
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """(..., 3, h, w) -> (..., 1, h, w) luma (ITU-R 601, as torchvision's grayscale)."""
+    r, g, b = x.unbind(-3)
+    return (0.2989 * r + 0.587 * g + 0.114 * b).unsqueeze(-3)
+
+
+def shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the hue of RGB images (N, 3, h, w) in [0, 1] by ``shift`` (N,) turns, through HSV, one shift
+    per image (what ``torchvision``'s ``adjust_hue`` does with a single shift)."""
+    r, g, b = x.unbind(-3)
+    v, _ = x.max(dim=-3)
+    delta = v - x.min(dim=-3).values
+    sat = torch.where(v > 0, delta / v.clamp_min(1e-12), torch.zeros_like(v))
+    d = delta.clamp_min(1e-12)
+    rc, gc, bc = (v - r) / d, (v - g) / d, (v - b) / d
+    hue = torch.where(v == r, bc - gc, torch.where(v == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    hue = torch.where(delta > 0, (hue / 6.0) % 1.0, torch.zeros_like(hue))
+    hue = (hue + shift.view(-1, 1, 1)) % 1.0
+    h6 = hue * 6.0
+    sector = h6.floor().long() % 6  # (N, h, w)
+    f = h6 - h6.floor()
+    p, q, t = v * (1 - sat), v * (1 - sat * f), v * (1 - sat * (1 - f))
+    table = torch.stack([torch.stack(c) for c in ((v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q))])  # (3, 6, N, h, w)
+    return table.gather(1, sector[None, None].expand(3, 1, *sector.shape)).squeeze(1).transpose(0, 1)  # (N, 3, h, w)
+
+
+def colour_tiles(tiles: torch.Tensor, jitter: Sequence[float], jitter_prob: float, grayscale_prob: float) -> torch.Tensor:
+    """Colour jitter and grayscale of tiles (n, 3, t, t) in [0, 1], each tile with its own draw, all in a few
+    batched ops: with probability ``jitter_prob`` a tile gets brightness, contrast, saturation and hue factors
+    drawn as ``torchvision.transforms.ColorJitter(*jitter)`` draws them (the four ops in a random order per
+    image), and independently with probability ``grayscale_prob`` it becomes gray."""
+    n = tiles.shape[0]
+    bright, contrast, saturation, hue = jitter
+
+    def factors(strength: float, centre: float = 1.0) -> torch.Tensor:
+        lo = max(0.0, centre - strength) if centre else -strength
+        return (lo + (centre + strength - lo) * torch.rand(n)).view(n, 1, 1, 1)
+
+    apply = (torch.rand(n) < jitter_prob).view(n, 1, 1, 1) if jitter_prob > 0 else None
+    x = tiles
+    if apply is not None and any(jitter):
+        f = {"b": factors(bright), "c": factors(contrast), "s": factors(saturation), "h": factors(hue, centre=0.0)}
+        for op in torch.randperm(4).tolist():
+            if op == 0 and bright:
+                y = (x * f["b"]).clamp(0, 1)
+            elif op == 1 and contrast:
+                y = (f["c"] * x + (1 - f["c"]) * _gray(x).mean(dim=(-3, -2, -1), keepdim=True)).clamp(0, 1)
+            elif op == 2 and saturation:
+                y = (f["s"] * x + (1 - f["s"]) * _gray(x)).clamp(0, 1)
+            elif op == 3 and hue:
+                y = shift_hue(x, f["h"].view(n))
+            else:
+                continue
+            x = torch.where(apply, y, x)
+    if grayscale_prob > 0:
+        x = torch.where((torch.rand(n) < grayscale_prob).view(n, 1, 1, 1), _gray(x).expand_as(x), x)
+    return x
+
+
 class JigsawTransform:
     """PIL image -> ``{"tiles": (n, 3, t, t), "perm": k, "image": (3, image_size, image_size)}``.
 
@@ -170,14 +228,14 @@ class JigsawTransform:
         self.cell, self.cut, self.margin = tile_geometry(size, grid_size, tile_fraction)
         self.tile_size = tile_size or self.cut  # side of the tiles the encoder sees
         self.mean, self.std = list(mean), list(std)
-        self.jitter_prob, self.grayscale_prob = settings["jitter_prob"], settings["grayscale_prob"]
+        self.jitter, self.jitter_prob = settings["jitter"], settings["jitter_prob"]
+        self.grayscale_prob = settings["grayscale_prob"]
         self.permutations = hamming_permutations(num_permutations, grid_size, permutation_seed, permutation_criterion)
 
         ops: list = [T.RandomResizedCrop(size, scale=settings["crop_scale"], antialias=True)]
         if settings["hflip_prob"] > 0:
             ops.append(T.RandomHorizontalFlip(settings["hflip_prob"]))
         self.crop = T.Compose([*ops, T.ToTensor()])
-        self.colour = T.ColorJitter(*settings["jitter"])
         self.normalize = T.Normalize(self.mean, self.std)
 
     def _resize(self, tiles: torch.Tensor) -> torch.Tensor:
@@ -189,15 +247,7 @@ class JigsawTransform:
         return flat.reshape(*tiles.shape[:-2], self.tile_size, self.tile_size)
 
     def _colour(self, tiles: torch.Tensor) -> torch.Tensor:
-        """Per-tile colour jitter and grayscale, each tile drawing its own (torch RNG, so seeded per sample)."""
-        out = []
-        for tile in tiles:
-            if self.jitter_prob > 0 and torch.rand(()) < self.jitter_prob:
-                tile = self.colour(tile)
-            if self.grayscale_prob > 0 and torch.rand(()) < self.grayscale_prob:
-                tile = TF.rgb_to_grayscale(tile, num_output_channels=3)
-            out.append(tile)
-        return torch.stack(out)
+        return colour_tiles(tiles, self.jitter, self.jitter_prob, self.grayscale_prob)
 
     def __call__(self, image: Image.Image) -> dict:
         x = self.crop(image)  # (3, size, size) in [0, 1]

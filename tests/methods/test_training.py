@@ -15,6 +15,8 @@ IMAGE_METHODS = sorted(p.stem for p in (Path(config_dir()) / "method").glob("*.y
 SMALL_HEADS = {
     "simclr": ["method.proj_hidden_dim=64", "method.proj_output_dim=32"],
     "byol": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.pred_hidden_dim=64"],
+    "jigsaw": ["method.tile_dim=32", "method.hidden_dim=64"],
+    "rotation": ["data.image_size=8"],  # every image is seen in 4 rotations: keep the step small
 }
 
 
