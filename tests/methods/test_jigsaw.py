@@ -14,7 +14,7 @@ from ssl_lightning.data import ImageDataModule
 from ssl_lightning.data.datasets import ArrayImages
 from ssl_lightning.train import train
 from ssl_lightning.transforms import hamming_permutations
-from tests.methods.tensorboard import scalars
+from tests.methods.tensorboard import image_sizes, scalars
 from tests.test_errors import error_of
 
 HEADS = ["method.tile_dim=32", "method.hidden_dim=64"]
@@ -55,6 +55,8 @@ def test_trains_with_falling_loss_and_pretext_accuracy_above_chance(make_cfg, tm
     loss = logged["train/loss"]
     assert sum(loss[-4:]) / 4 < 0.8 * sum(loss[:4]) / 4, loss
     assert metrics["val/pretext_acc"] > 30, metrics  # held-out images, centred tiles; chance: 10%
+    # the first batch's puzzles as the network sees them: 8 boards of 3x3 tiles of 4 px with 1-px gaps
+    assert image_sizes(tmp_path)["train/views"] == (2 + 16 + 2, 2 + 8 * (16 + 2))
     # the permutation set is saved with the checkpoint
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     torch.testing.assert_close(ckpt["state_dict"]["permutations"], hamming_permutations(10, 3, 0), rtol=0, atol=0)
