@@ -138,14 +138,14 @@ def colour_tiles(tiles: torch.Tensor, jitter: Sequence[float], jitter_prob: floa
     n = tiles.shape[0]
     bright, contrast, saturation, hue = jitter
 
-    def factors(strength: float, centre: float = 1.0) -> torch.Tensor:
-        lo = max(0.0, centre - strength) if centre else -strength
-        return (lo + (centre + strength - lo) * torch.rand(n)).view(n, 1, 1, 1)
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return (lo + (hi - lo) * torch.rand(n)).view(n, 1, 1, 1)
 
     apply = (torch.rand(n) < jitter_prob).view(n, 1, 1, 1) if jitter_prob > 0 else None
     x = tiles
     if apply is not None and any(jitter):
-        f = {"b": factors(bright), "c": factors(contrast), "s": factors(saturation), "h": factors(hue, centre=0.0)}
+        f = {"b": uniform(max(0.0, 1 - bright), 1 + bright), "c": uniform(max(0.0, 1 - contrast), 1 + contrast),
+             "s": uniform(max(0.0, 1 - saturation), 1 + saturation), "h": uniform(-hue, hue)}
         for op in torch.randperm(4).tolist():
             if op == 0 and bright:
                 y = (x * f["b"]).clamp(0, 1)
@@ -216,7 +216,12 @@ class JigsawTransform:
             if key in self._OVERRIDES:
                 settings[key] = tuple(value) if isinstance(value, (list, tuple)) else value
         ViewSpec(size=size, blur_prob=0.0, **settings)  # validates the shared settings with the usual messages
+        jit = settings["jitter"]
+        check(len(jit) == 4 and min(jit) >= 0 and jit[3] <= 0.5, "augment.jitter", list(jit),
+              "[brightness, contrast, saturation, hue] strengths >= 0, hue <= 0.5")
         check(0 < tile_fraction <= 1, "augment.tile_fraction", tile_fraction, "a fraction of the cell side in (0, 1]")
+        check(tile_fraction < 1 or not tile_jitter, "augment.tile_fraction", tile_fraction,
+              "below 1 with augment.tile_jitter=true: the random tile position needs a gap inside the cell")
         check(tile_size is None or (isinstance(tile_size, int) and tile_size >= MIN_TILE), "augment.tile_size", tile_size,
               f"null (keep the cut size) or an integer >= {MIN_TILE}")
         image_size = image_size or size

@@ -120,6 +120,8 @@ def test_images_too_small_for_the_tiles_fail_with_the_size_they_need():
     ("kwargs", "message"),
     [
         ({"tile_fraction": 0.0}, r"augment.tile_fraction=0.0 is not allowed"),
+        ({"tile_fraction": 1.0}, r"augment.tile_fraction=1.0 is not allowed: below 1 with augment.tile_jitter=true"),
+        ({"jitter": [0.4, 0.4, 0.4]}, r"augment.jitter=\[0.4, 0.4, 0.4\] is not allowed"),
         ({"tile_size": 1}, r"augment.tile_size=1 is not allowed"),
         ({"data_overrides": {"sharpness": 0.1}}, r"data.augment.sharpness=0.1 is not allowed"),
         ({"grayscale_prob": 1.5}, r"augment.grayscale_prob=1.5 is not allowed: a probability"),
