@@ -44,9 +44,11 @@ def test_validation_returns_features_of_the_unrotated_images(make_cfg):
 
 
 def test_head_is_linear_by_default_or_an_mlp(make_cfg):
-    linear = instantiate(make_cfg(*SMALL).method, backbone=instantiate(make_cfg(*SMALL).backbone))
+    cfg = make_cfg(*SMALL)
+    backbone = instantiate(cfg.backbone)
+    linear = instantiate(cfg.method, backbone=backbone)
     assert [type(m).__name__ for m in linear.head] == ["Linear"] and linear.head[0].out_features == 4
-    mlp = instantiate(make_cfg(*SMALL, "method.hidden_dim=32").method, backbone=instantiate(make_cfg(*SMALL).backbone))
+    mlp = instantiate(cfg.method, backbone=backbone, hidden_dim=32)
     assert [type(m).__name__ for m in mlp.head] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
 
 
