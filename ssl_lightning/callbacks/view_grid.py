@@ -12,7 +12,9 @@ from torchvision.utils import make_grid
 
 class ViewGrid(Callback):
     """At the first training step, logs ``train/views``: one row per view, ``num_images`` images per row,
-    un-normalised with the datamodule's mean and std (multi-crop views are resized to the largest crop)."""
+    un-normalised with the datamodule's mean and std (multi-crop views are resized to the largest crop).
+    Jigsaw batches (a dict with ``tiles``) show each puzzle as the network sees it: tiles in puzzle order,
+    each rescaled to its own range (they are normalised per tile)."""
 
     def __init__(self, num_images: int = 8):
         self.num_images = num_images
@@ -22,6 +24,11 @@ class ViewGrid(Callback):
             return
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         views = batch[0]
+        if loggers and isinstance(views, dict) and "tiles" in views:
+            grid = self.puzzles(views["tiles"][: self.num_images].detach().float().cpu())
+            for logger in loggers:
+                logger.experiment.add_image("train/views", grid, global_step=0)
+            return
         if not loggers or not isinstance(views, (list, tuple)):
             return
         views = [v for v in views if v.ndim == 4]  # masked-image batches also carry (B, N) patch masks
@@ -38,3 +45,13 @@ class ViewGrid(Callback):
         grid = make_grid(torch.cat(rows).clamp(0, 1), nrow=min(self.num_images, len(rows[0])))
         for logger in loggers:
             logger.experiment.add_image("train/views", grid, global_step=0)
+
+    @staticmethod
+    def puzzles(tiles: torch.Tensor) -> torch.Tensor:
+        """(B, n, 3, t, t) tiles in puzzle order -> one image of the B puzzles, tiles separated by gaps."""
+        lo = tiles.amin(dim=(-3, -2, -1), keepdim=True)
+        hi = tiles.amax(dim=(-3, -2, -1), keepdim=True)
+        tiles = (tiles - lo) / (hi - lo).clamp_min(1e-6)
+        side = round(tiles.shape[1] ** 0.5)
+        boards = [make_grid(t, nrow=side, padding=1, pad_value=1.0) for t in tiles]
+        return make_grid(torch.stack(boards), nrow=len(boards), padding=2)

@@ -4,9 +4,11 @@ from ssl_lightning.methods.barlow_twins import BarlowTwins
 from ssl_lightning.methods.base import SSLMethod
 from ssl_lightning.methods.beit import BEiT
 from ssl_lightning.methods.byol import BYOL
+from ssl_lightning.methods.jigsaw import Jigsaw
 from ssl_lightning.methods.mae import MAE
 from ssl_lightning.methods.moco import MoCo
 from ssl_lightning.methods.mocov3 import MoCoV3
+from ssl_lightning.methods.rotation import RotNet
 from ssl_lightning.methods.simclr import SimCLR
 from ssl_lightning.methods.simsiam import SimSiam
 from ssl_lightning.methods.swav import SwAV
@@ -16,9 +18,11 @@ __all__ = [
     "BEiT",
     "BYOL",
     "BarlowTwins",
+    "Jigsaw",
     "MAE",
     "MoCo",
     "MoCoV3",
+    "RotNet",
     "SSLMethod",
     "SimCLR",
     "SimSiam",

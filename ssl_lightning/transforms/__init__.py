@@ -1,6 +1,7 @@
-"""Augmentations: multi-view / multi-crop pipelines, patch masks for masked image modelling, and the
-evaluation transform."""
+"""Augmentations: multi-view / multi-crop pipelines, patch masks for masked image modelling, pretext-task
+transforms and the evaluation transform."""
 
+from ssl_lightning.transforms.jigsaw import JigsawTransform
 from ssl_lightning.transforms.masking import (
     BlockwiseMasking,
     MaskedImageTransform,
@@ -8,16 +9,22 @@ from ssl_lightning.transforms.masking import (
     mask_to_ids,
     random_masking,
 )
+from ssl_lightning.transforms.permutations import hamming_permutations, min_hamming_distance
+from ssl_lightning.transforms.rotation import rotate_batch
 from ssl_lightning.transforms.views import MultiViewTransform, ViewSpec, eval_transform, view_pipeline
 
 __all__ = [
     "BlockwiseMasking",
+    "JigsawTransform",
     "MaskedImageTransform",
     "MultiViewTransform",
     "RandomMasking",
     "ViewSpec",
     "eval_transform",
+    "hamming_permutations",
     "mask_to_ids",
+    "min_hamming_distance",
     "random_masking",
+    "rotate_batch",
     "view_pipeline",
 ]
