@@ -55,14 +55,28 @@ def check_compatible(method, datamodule, transform) -> None:
         )
 
 
+def fill_from_data(cfg: DictConfig, datamodule) -> None:
+    """Write what only the data knows (a text vocabulary's size: ``datamodule.backbone_args``) into the backbone
+    keys left null, so the saved config rebuilds the model; a conflicting explicit value is an error."""
+    for key, value in getattr(datamodule, "backbone_args", {}).items():
+        if key not in cfg.backbone:
+            continue  # not a backbone that takes it: the method names the mismatch
+        if cfg.backbone[key] is not None and cfg.backbone[key] != value:
+            raise ConfigError(f"backbone.{key}={cfg.backbone[key]} does not match the data's {value}: leave it null")
+        cfg.backbone[key] = value
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Build data, backbone, method, callbacks, loggers and trainer from ``cfg``, in that order, and fit."""
     L.seed_everything(cfg.seed, workers=True)
     transform = instantiate(cfg.augment) if cfg.get("augment") else None
     datamodule = instantiate(cfg.data, train_transform=transform)
+    fill_from_data(cfg, datamodule)
     backbone = instantiate(cfg.backbone)
     method = instantiate(cfg.method, backbone=backbone)
     check_compatible(method, datamodule, transform)
+    if cfg.get("objective") is None:  # what a sweep optimises: the method's headline metric
+        cfg.objective = getattr(method, "objective", "val/knn_top1")
     ckpt_path = checkpoint_to_resume(cfg)
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     method.run_config = resolved

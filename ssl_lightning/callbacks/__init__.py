@@ -3,6 +3,7 @@
 from ssl_lightning.callbacks.knn import KNNEval, knn_predict
 from ssl_lightning.callbacks.linear_probe import OnlineLinearProbe
 from ssl_lightning.callbacks.momentum import MomentumUpdate, cosine_tau, ema_update_
+from ssl_lightning.callbacks.text_sample import TextSample
 from ssl_lightning.callbacks.view_grid import ViewGrid
 
-__all__ = ["KNNEval", "MomentumUpdate", "OnlineLinearProbe", "ViewGrid", "cosine_tau", "ema_update_", "knn_predict"]
+__all__ = ["KNNEval", "MomentumUpdate", "OnlineLinearProbe", "TextSample", "ViewGrid", "cosine_tau", "ema_update_", "knn_predict"]
