@@ -2,7 +2,7 @@
 (B, T, num_features); every one exposes ``num_features``."""
 
 from ssl_lightning.backbones.resnet import resnet
-from ssl_lightning.backbones.text_transformer import TextTransformer, text_transformer
+from ssl_lightning.backbones.text_transformer import TextTransformer
 from ssl_lightning.backbones.vit import VisionTransformer, vit
 
-__all__ = ["TextTransformer", "VisionTransformer", "resnet", "text_transformer", "vit"]
+__all__ = ["TextTransformer", "VisionTransformer", "resnet", "vit"]

@@ -81,17 +81,4 @@ class TextTransformer(nn.Module):
         return {"token_embed.weight", "pos_embed.weight"}
 
 
-def text_transformer(size: str = "mini", **kwargs) -> TextTransformer:
-    """Presets by name; keyword arguments override the preset. ``nano``: nanoGPT's CPU Shakespeare model;
-    ``mini``, ``small``: BERT-Mini and BERT-Small (Turc et al., 2019); ``base``: BERT-Base and GPT-2 small."""
-    presets = {
-        "nano": dict(embed_dim=128, depth=4, num_heads=4),
-        "mini": dict(embed_dim=256, depth=4, num_heads=4),
-        "small": dict(embed_dim=512, depth=4, num_heads=8),
-        "base": dict(embed_dim=768, depth=12, num_heads=12),
-    }
-    check(size in presets, "backbone.size", size, f"one of {', '.join(presets)}")
-    return TextTransformer(**{**presets[size], **kwargs})
-
-
-__all__ = ["TextTransformer", "text_transformer"]
+__all__ = ["TextTransformer"]

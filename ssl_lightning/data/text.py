@@ -57,7 +57,8 @@ def read_documents(path: str | None, needs_text: bool = True, glob: str = "**/*"
         return default_corpus() if needs_text else [d.encode("utf-8") for d in default_corpus()]
     root = Path(path).expanduser()
     if not root.exists():
-        raise ConfigError(f"data.path={str(path)!r} does not exist: give a UTF-8 text file or a folder of files")
+        raise ConfigError(f"data.path={str(path)!r} does not exist: give a UTF-8 text file or a folder of files "
+                          "(relative to the working directory; paths.data_dir is $SSL_LIGHTNING_DATA, default 'data')")
     if root.is_file():
         files = [root]
     else:
