@@ -29,10 +29,11 @@ class TextTransformer(nn.Module):
         max_seq_len: longest sequence (``data.block_size``); the size of the position embedding.
         embed_dim, depth, num_heads, mlp_ratio: the usual sizes.
         dropout: on embeddings, attention weights and residual branches (0.1 in BERT and GPT-2).
+        bias: biases in the linears and LayerNorms (BERT, GPT-2); nanoGPT leaves them out by default.
     """
 
     def __init__(self, vocab_size: int, max_seq_len: int, embed_dim: int = 256, depth: int = 4, num_heads: int = 4,
-                 mlp_ratio: float = 4.0, dropout: float = 0.1):
+                 mlp_ratio: float = 4.0, dropout: float = 0.1, bias: bool = True):
         super().__init__()
         check(isinstance(vocab_size, int) and vocab_size > 0, "backbone.vocab_size", vocab_size,
               "a positive integer (set from the data's tokenizer when left null)")
@@ -44,8 +45,9 @@ class TextTransformer(nn.Module):
         self.token_embed = nn.Embedding(vocab_size, embed_dim)
         self.pos_embed = nn.Embedding(max_seq_len, embed_dim)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, dropout=dropout) for _ in range(depth)])
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, dropout=dropout, bias=bias)
+                                     for _ in range(depth)])
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6, bias=bias)
         self._init_weights(depth)
 
     def _init_weights(self, depth: int) -> None:

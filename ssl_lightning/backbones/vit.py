@@ -34,11 +34,11 @@ class Attention(nn.Module):
     """Multi-head self-attention through ``F.scaled_dot_product_attention``; ``is_causal`` lets a token see only
     itself and earlier tokens (GPT), ``attn_mask`` (B, 1, 1, T) hides keys where False (padding)."""
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, dropout: float = 0.0):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, dropout: float = 0.0, proj_bias: bool = True):
         super().__init__()
         self.num_heads, self.dropout = num_heads, dropout
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(dropout) if dropout else nn.Identity()
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
@@ -51,15 +51,17 @@ class Attention(nn.Module):
 
 class Block(nn.Module):
     """Pre-LN transformer block: ``x + Attn(LN(x))``, then ``x + MLP(LN(x))`` (GELU), with optional stochastic
-    depth and dropout (on attention weights and on both residual branches, as in GPT-2 and BERT)."""
+    depth and dropout (on attention weights and on both residual branches, as in GPT-2 and BERT);
+    ``bias=False`` drops the biases of every linear and LayerNorm (nanoGPT's default)."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0, dropout: float = 0.0):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0, dropout: float = 0.0,
+                 bias: bool = True):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, dropout=dropout)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6, bias=bias)
+        self.attn = Attention(dim, num_heads, qkv_bias=bias, dropout=dropout, proj_bias=bias)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6, bias=bias)
         hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden, bias=bias), nn.GELU(), nn.Linear(hidden, dim, bias=bias))
         if dropout:
             self.mlp.append(nn.Dropout(dropout))
         self.drop_path = drop_path

@@ -20,6 +20,9 @@ def test_shapes_and_num_features():
     assert out.shape == (3, 24, model.num_features) and torch.isfinite(out).all()
     with pytest.raises(ValueError, match="longer than max_seq_len=24"):
         model(torch.randint(0, 40, (1, 25)))
+    no_bias = tiny(bias=False)  # nanoGPT's variant: no biases in linears and LayerNorms
+    assert not [n for n, _ in no_bias.named_parameters() if n.endswith("bias")]
+    assert no_bias(torch.randint(0, 40, (3, 24))).shape == (3, 24, 32)
 
 
 def test_causal_attention_never_lets_a_token_see_the_future():
