@@ -94,13 +94,16 @@ def warmup_cosine(
     steps_per_epoch: int,
     warmup_epochs: float = 10.0,
     final_lr_ratio: float = 0.0,
+    warmup_steps: int | None = None,
 ) -> LambdaLR:
     """Per-step linear warmup from 0 to the base LR over ``warmup_epochs``, then cosine decay to
     ``final_lr_ratio * base LR`` at ``total_steps`` (Loshchilov & Hutter, 2017; Goyal et al., 2017).
 
+    ``warmup_steps``, when given, counts the warmup in optimizer steps instead of epochs (language models).
     Parameter groups with ``fixed_lr=True`` keep their LR (SimSiam's predictor).
     """
-    warmup = min(int(round(warmup_epochs * steps_per_epoch)), total_steps)
+    warmup = warmup_steps if warmup_steps is not None else int(round(warmup_epochs * steps_per_epoch))
+    warmup = min(warmup, total_steps)
 
     def factor(step: int) -> float:
         if step < warmup:

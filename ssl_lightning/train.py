@@ -102,15 +102,30 @@ def build(cfg: DictConfig):
     problems = _Problems()
     transform = problems.attempt(lambda: instantiate(cfg.augment)) if cfg.get("augment") else None
     datamodule = problems.attempt(lambda: instantiate(cfg.data, train_transform=transform))
+    if datamodule is not None:
+        problems.attempt(lambda: fill_from_data(cfg, datamodule))
     backbone = problems.attempt(lambda: instantiate(cfg.backbone))
     method = problems.attempt(lambda: instantiate(cfg.method, backbone=backbone)) if backbone is not None else None
     callbacks = [problems.attempt(lambda c=c: instantiate(c)) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg]
     if method is not None and datamodule is not None:
         problems.attempt(lambda: check_compatible(method, datamodule, transform))
+    if method is not None and cfg.get("objective") is None:  # what a sweep optimises: the method's headline metric
+        cfg.objective = getattr(method, "objective", "val/knn_top1")
     ckpt_path = problems.attempt(lambda: checkpoint_to_resume(cfg))
     problems.raise_if_any()
     return datamodule, method, callbacks, loggers, ckpt_path
+
+
+def fill_from_data(cfg: DictConfig, datamodule) -> None:
+    """Write what only the data knows (a text vocabulary's size: ``datamodule.backbone_args``) into the backbone
+    keys left null, so the saved config rebuilds the model; a conflicting explicit value is an error."""
+    for key, value in getattr(datamodule, "backbone_args", {}).items():
+        if key not in cfg.backbone:
+            continue  # not a backbone that takes it: the method names the mismatch
+        if cfg.backbone[key] is not None and cfg.backbone[key] != value:
+            raise ConfigError(f"backbone.{key}={cfg.backbone[key]} does not match the data's {value}: leave it null")
+        cfg.backbone[key] = value
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

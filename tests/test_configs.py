@@ -19,6 +19,7 @@ def options(group: str) -> list[str]:
 
 METHODS = options("method")
 IMAGE_METHODS = [m for m in METHODS if m not in ("mlm", "clm")]
+TEXT = ["data=text", "backbone.vocab_size=64"]  # the vocabulary size comes from the data's tokenizer at train time
 
 
 def test_groups_exist():
@@ -29,13 +30,13 @@ def test_groups_exist():
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_composes_and_instantiates(make_cfg, method):
-    cfg = make_cfg(f"method={method}")
+    cfg = make_cfg(f"method={method}", *(TEXT if method not in IMAGE_METHODS else []))
     backbone = instantiate(cfg.backbone)
     module = instantiate(cfg.method, backbone=backbone)
     assert module.backbone is backbone
 
 
-@pytest.mark.parametrize("backbone", options("backbone"))
+@pytest.mark.parametrize("backbone", [b for b in options("backbone") if not b.startswith("text_")])  # text: tests/backbones
 def test_every_backbone_instantiates_and_exposes_num_features(make_cfg, backbone):
     import torch
 
@@ -47,7 +48,7 @@ def test_every_backbone_instantiates_and_exposes_num_features(make_cfg, backbone
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("data", options("data"))
+@pytest.mark.parametrize("data", [d for d in options("data") if d not in ("text", "tinyshakespeare")])  # text: tests/data
 def test_every_data_config_instantiates_without_reading_data(make_cfg, data, tmp_path):
     # ImageFolder checks its directories exist at construction; empty ones are enough here.
     extra = [f"data.train_dir={tmp_path}", f"data.val_dir={tmp_path}"] if data == "imagefolder" else []
@@ -71,6 +72,8 @@ def test_every_trainer_logger_callbacks_option_instantiates(make_cfg, group):
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_composes(make_cfg, experiment):
     cfg = make_cfg(f"experiment={experiment}", tiny=False)
+    if "vocab_size" in cfg.backbone:  # language models: set from the data's tokenizer at train time
+        cfg.backbone.vocab_size = 65
     instantiate(cfg.method, backbone=instantiate(cfg.backbone))
 
 
@@ -105,3 +108,11 @@ def test_default_run_is_simclr_on_digits_with_resnet18(make_cfg):
     assert cfg.method._target_.endswith("SimCLR")
     assert cfg.data._target_.endswith("DigitsDataModule")
     assert cfg.backbone.name == "resnet18" and cfg.backbone.cifar_stem is True
+
+
+@pytest.mark.parametrize("method", ["mlm", "clm"])
+def test_language_methods_select_text_data_backbone_and_callbacks(make_cfg, method):
+    cfg = make_cfg(f"method={method}", tiny=False)
+    assert cfg.get("augment") is None and cfg.data._target_.endswith("TextDataModule")
+    assert cfg.backbone._target_.endswith("TextTransformer") and set(cfg.callbacks) == {"model_checkpoint", "text_sample"}
+    assert make_cfg(f"method={method}", "data=tinyshakespeare", tiny=False).data.path.endswith("tinyshakespeare/input.txt")

@@ -1,6 +1,15 @@
-"""Backbones: every one maps images to (B, num_features) and exposes ``num_features``."""
+"""Backbones: image encoders map images to (B, num_features), text transformers token ids to
+(B, T, num_features); every one exposes ``num_features``."""
 
 from ssl_lightning.backbones.resnet import resnet
+from ssl_lightning.backbones.text_transformer import TextTransformer
 from ssl_lightning.backbones.vit import VisionTransformer, patchify, unpatchify, vit
 
-__all__ = ["VisionTransformer", "patchify", "resnet", "unpatchify", "vit"]
+__all__ = [
+    "TextTransformer",
+    "VisionTransformer",
+    "patchify",
+    "resnet",
+    "unpatchify",
+    "vit",
+]

@@ -56,29 +56,39 @@ def unpatchify(patches: torch.Tensor, patch_size: int, height: int | None = None
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+    """Multi-head self-attention through ``F.scaled_dot_product_attention``; ``is_causal`` lets a token see only
+    itself and earlier tokens (GPT), ``attn_mask`` (B, 1, 1, T) hides keys where False (padding)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, dropout: float = 0.0, proj_bias: bool = True):
+        super().__init__()
+        self.num_heads, self.dropout = num_heads, dropout
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        self.proj_drop = nn.Dropout(dropout) if dropout else nn.Identity()
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).reshape(B, T, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)  # 3x (B, nh, T, hs)
-        x = F.scaled_dot_product_attention(q, k, v)  # (B, nh, T, hs)
-        return self.proj(x.transpose(1, 2).reshape(B, T, C))
+        p = self.dropout if self.training else 0.0
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=is_causal)  # (B, nh, T, hs)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, T, C)))
 
 
 class Block(nn.Module):
-    """Pre-LN transformer block: ``x + Attn(LN(x))``, then ``x + MLP(LN(x))``, with optional stochastic depth."""
+    """Pre-LN transformer block: ``x + Attn(LN(x))``, then ``x + MLP(LN(x))`` (GELU), with optional stochastic
+    depth and dropout (on attention weights and on both residual branches, as in GPT-2 and BERT);
+    ``bias=False`` drops the biases of every linear and LayerNorm (nanoGPT's default)."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0, dropout: float = 0.0,
+                 bias: bool = True):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6, bias=bias)
+        self.attn = Attention(dim, num_heads, qkv_bias=bias, dropout=dropout, proj_bias=bias)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6, bias=bias)
         hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden, bias=bias), nn.GELU(), nn.Linear(hidden, dim, bias=bias))
+        if dropout:
+            self.mlp.append(nn.Dropout(dropout))
         self.drop_path = drop_path
 
     def _residual(self, y: torch.Tensor) -> torch.Tensor:
@@ -87,8 +97,8 @@ class Block(nn.Module):
         keep = torch.empty(y.shape[0], 1, 1, device=y.device, dtype=y.dtype).bernoulli_(1 - self.drop_path)
         return y * keep / (1 - self.drop_path)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self._residual(self.attn(self.norm1(x)))
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        x = x + self._residual(self.attn(self.norm1(x), attn_mask=attn_mask, is_causal=is_causal))
         return x + self._residual(self.mlp(self.norm2(x)))
 
 

@@ -8,6 +8,7 @@ from ssl_lightning.callbacks.nonfinite import NonFiniteLoss, NonFiniteLossError
 from ssl_lightning.callbacks.preemption import Preemption
 from ssl_lightning.callbacks.queue import QueueUpdate, ring_enqueue_
 from ssl_lightning.callbacks.reconstruction_grid import ReconstructionGrid
+from ssl_lightning.callbacks.text_sample import TextSample
 from ssl_lightning.callbacks.view_grid import ViewGrid
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "Preemption",
     "QueueUpdate",
     "ReconstructionGrid",
+    "TextSample",
     "ViewGrid",
     "cosine_tau",
     "ema_update_",

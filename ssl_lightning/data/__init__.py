@@ -1,4 +1,5 @@
-"""Datamodules for images (multi-view batches) and the sampler that makes them reproducible."""
+"""Datamodules for images (multi-view batches) and text (packed, masked or shifted token blocks), and the
+sampler that makes them reproducible."""
 
 from ssl_lightning.data.datamodule import (
     DigitsDataModule,
@@ -9,13 +10,18 @@ from ssl_lightning.data.datamodule import (
     TransformedDataset,
 )
 from ssl_lightning.data.sampler import ShardedSampler
+from ssl_lightning.data.text import CausalLMCollator, MLMCollator, TextDataModule, TokenWindows
 
 __all__ = [
     "DigitsDataModule",
     "ImageDataModule",
+    "CausalLMCollator",
     "ImageFolderDataModule",
+    "MLMCollator",
     "ShardedSampler",
     "SyntheticDataModule",
+    "TextDataModule",
+    "TokenWindows",
     "TorchvisionDataModule",
     "TransformedDataset",
 ]

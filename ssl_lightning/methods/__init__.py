@@ -4,8 +4,10 @@ from ssl_lightning.methods.barlow_twins import BarlowTwins
 from ssl_lightning.methods.base import SSLMethod
 from ssl_lightning.methods.beit import BEiT
 from ssl_lightning.methods.byol import BYOL
+from ssl_lightning.methods.clm import CLM
 from ssl_lightning.methods.jigsaw import Jigsaw
 from ssl_lightning.methods.mae import MAE
+from ssl_lightning.methods.mlm import MLM
 from ssl_lightning.methods.moco import MoCo
 from ssl_lightning.methods.mocov3 import MoCoV3
 from ssl_lightning.methods.rotation import RotNet
@@ -18,8 +20,10 @@ __all__ = [
     "BEiT",
     "BYOL",
     "BarlowTwins",
+    "CLM",
     "Jigsaw",
     "MAE",
+    "MLM",
     "MoCo",
     "MoCoV3",
     "RotNet",
