@@ -125,7 +125,7 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], key: str, de
 
 
 def load_pretrained(path: str | Path, prefix: str = "backbone", backbone: dict[str, Any] | None = None,
-                    key: str = "ckpt") -> PretrainedBackbone:
+                    key: str = "ckpt", image_only: str | None = None) -> PretrainedBackbone:
     """Rebuild and load the backbone of a pretraining checkpoint or an exported backbone file.
 
     Args:
@@ -134,6 +134,8 @@ def load_pretrained(path: str | Path, prefix: str = "backbone", backbone: dict[s
             ``teacher_backbone`` (BYOL's EMA teacher).
         backbone: a backbone config that replaces the file's (needed for a plain state_dict without sidecar);
             the weights must fit it.
+        image_only: if given, a backbone known to be pretrained on other data than images (text) fails before
+            it is built, with this reason (e.g. ``"protocol=knn evaluates image backbones"``).
     """
     obj = read(path, key)
     name = f"{key}={str(path)!r}"
@@ -177,6 +179,9 @@ def load_pretrained(path: str | Path, prefix: str = "backbone", backbone: dict[s
     else:
         raise ConfigError(f"{name} is neither an ssl_lightning checkpoint nor an exported backbone: {HOW_TO}")
 
+    if image_only and info["modality"] not in ("image", "unknown"):
+        raise ConfigError(f"{name} holds a {info['modality']} backbone (method {info['method']}, "
+                          f"{info['config'].get('_target_')}); {image_only}")
     if backbone is not None:
         info["config"] = dict(backbone)
     module = build_backbone(info["config"], name)

@@ -56,10 +56,7 @@ def check_labels(datamodule: ImageDataModule, protocol: str) -> None:
                               f"up to {int(labelled.max())}; set data.num_classes={int(labelled.max()) + 1}")
 
 
-def check_backbone(pretrained: PretrainedBackbone, datamodule: ImageDataModule, protocol: str, ckpt: str) -> None:
-    if pretrained.modality not in ("image", "unknown"):
-        raise ConfigError(f"ckpt={ckpt!r} holds a {pretrained.modality} backbone (method {pretrained.method}, "
-                          f"{pretrained.description}); protocol={protocol} evaluates image backbones")
+def check_image_size(pretrained: PretrainedBackbone, datamodule: ImageDataModule, ckpt: str) -> None:
     size = getattr(pretrained.module, "image_size", None)
     if size is not None and size != datamodule.image_size:
         raise ConfigError(f"data.image_size={datamodule.image_size} is not allowed: the backbone of ckpt={ckpt!r} "
@@ -84,8 +81,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     protocol = instantiate(cfg.protocol)
     datamodule: ImageDataModule = instantiate(cfg.data)
     backbone_cfg = OmegaConf.to_container(cfg.backbone, resolve=True) if cfg.get("backbone") else None
-    pretrained = load_pretrained(cfg.ckpt, prefix=cfg.prefix, backbone=backbone_cfg)
-    check_backbone(pretrained, datamodule, protocol.name, cfg.ckpt)
+    pretrained = load_pretrained(cfg.ckpt, prefix=cfg.prefix, backbone=backbone_cfg,
+                                 image_only=f"protocol={protocol.name} evaluates image backbones")
+    check_image_size(pretrained, datamodule, cfg.ckpt)
     check_labels(datamodule, protocol.name)
 
     out = Path(cfg.paths.output_dir)
@@ -113,7 +111,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         row = {"protocol": name, "method": pretrained.method or "-", "backbone": short_name(pretrained.config),
-               "step": pretrained.source.get("global_step"), "labels": datamodule.label_fraction,
+               "step": pretrained.source.get("global_step"), "label fraction": datamodule.label_fraction,
                "train images": results["train_images"], "val images": results["val_images"],
                "top1": metrics["top1"], "top5": metrics["top5"]}
         print(f"\n{cfg.ckpt}\n" + format_table([row], list(row)) + f"\n\nresults: {out / 'results.json'}", flush=True)
