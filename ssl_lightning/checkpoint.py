@@ -137,6 +137,7 @@ def load_pretrained(path: str | Path, prefix: str = "backbone", backbone: dict[s
         image_only: if given, a backbone known to be pretrained on other data than images (text) fails before
             it is built, with this reason (e.g. ``"protocol=knn evaluates image backbones"``).
     """
+    path = Path(path).expanduser()
     obj = read(path, key)
     name = f"{key}={str(path)!r}"
     if isinstance(obj, dict) and "state_dict" in obj and "ssl_lightning" in obj:
@@ -152,7 +153,7 @@ def load_pretrained(path: str | Path, prefix: str = "backbone", backbone: dict[s
         data = run.get("data") or {}
         info = dict(config=dict(run["backbone"]), method=meta.get("method"),
                     modality=data_modality(data.get("_target_")),
-                    source={"checkpoint": str(Path(path).resolve()), "global_step": obj.get("global_step"),
+                    source={"checkpoint": str(path.resolve()), "global_step": obj.get("global_step"),
                             "epoch": obj.get("epoch"), "prefix": prefix},
                     preprocessing={k: data[k] for k in ("image_size", "mean", "std") if k in data} or None)
     elif isinstance(obj, dict) and "state_dict" in obj:
@@ -171,7 +172,7 @@ def load_pretrained(path: str | Path, prefix: str = "backbone", backbone: dict[s
             info = dict(config=meta["backbone"], method=meta.get("method"), modality=meta.get("modality", "unknown"),
                         source=meta.get("source") or {}, preprocessing=meta.get("preprocessing"))
         elif backbone is not None:
-            info = dict(config={}, method=None, modality="unknown", source={"checkpoint": str(Path(path).resolve())},
+            info = dict(config={}, method=None, modality="unknown", source={"checkpoint": str(path.resolve())},
                         preprocessing=None)
         else:
             raise ConfigError(f"{name} is a plain state_dict without its sidecar {sidecar.name}: give its architecture "

@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, Subset
 
-from ssl_lightning.data import TransformedDataset
+from ssl_lightning.data import ImageDataModule, TransformedDataset
 from ssl_lightning.transforms import eval_transform
 
 
@@ -20,7 +20,7 @@ class EmbeddingProjector(Callback):
 
     The images are a fixed, seeded sample of the validation split (every image when it is smaller), encoded
     on rank 0 only: no collective operation, so other ranks never wait for it. Does nothing without a
-    TensorBoard logger.
+    TensorBoard logger or for non-image data.
 
     Args:
         num_points: at most this many images (TensorBoard's projector stays responsive up to a few thousand).
@@ -37,7 +37,7 @@ class EmbeddingProjector(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         dm = trainer.datamodule
-        if not trainer.is_global_zero or not loggers or not hasattr(dm, "split"):
+        if not trainer.is_global_zero or not loggers or not isinstance(dm, ImageDataModule):
             return
         val = dm.split("val")
         g = torch.Generator().manual_seed(dm.seed)
