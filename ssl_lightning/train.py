@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -150,6 +151,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if knn is not None and knn.history:
         metrics["val/knn_top1_init"] = knn.history[0][1]
     rank_zero_info("final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+    if trainer.is_global_zero:  # what `python -m ssl_lightning.summarize` reads for a sweep's table
+        summary = {"global_step": trainer.global_step, "epoch": trainer.current_epoch, "metrics": dict(sorted(metrics.items()))}
+        (Path(cfg.paths.output_dir) / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     return metrics
 
 

@@ -62,3 +62,29 @@ def text_overrides(corpus: str, method: str = "clm") -> list[str]:
 @pytest.fixture
 def tiny_corpus(tmp_path):
     return write_tiny_corpus(tmp_path / "tiny.txt")
+# -- tiny pretraining runs shared by the evaluation / export tests (trained once per session) ------------
+
+PRETRAIN = ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "data.num_samples=64", "data.batch_size=16",
+            "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1", "callbacks.knn.k=10"]
+TINY_VIT = ["backbone=vit_tiny", "+backbone.depth=2", "+backbone.embed_dim=32", "+backbone.num_heads=2"]
+
+
+@pytest.fixture(scope="session")
+def pretrained_resnet(tmp_path_factory):
+    """Run dir of a 4-step SimCLR ResNet-18 run on synthetic data with the default callbacks."""
+    from ssl_lightning.train import train
+
+    run = tmp_path_factory.mktemp("pretrained_resnet")
+    train(compose_config(run, *PRETRAIN, "callbacks.embedding_projector.num_points=50"))
+    return run
+
+
+@pytest.fixture(scope="session")
+def pretrained_vit(tmp_path_factory):
+    """Run dir of a 4-step SimCLR run with a 2-block, 32-wide ViT, checkpointing only."""
+    from ssl_lightning.train import train
+
+    run = tmp_path_factory.mktemp("pretrained_vit")
+    train(compose_config(run, *PRETRAIN, *TINY_VIT, "~callbacks.knn", "~callbacks.linear_probe",
+                         "~callbacks.view_grid", "~callbacks.embedding_projector"))
+    return run

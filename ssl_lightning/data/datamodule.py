@@ -8,7 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ssl_lightning.config import ConfigError, check
 from ssl_lightning.data import datasets
@@ -66,6 +66,9 @@ class ImageDataModule(L.LightningDataModule):
             ``data_overrides``), e.g. ``{blur_prob: 0.0}`` for 32-px images.
         train_transform: multi-view transform set from the ``augment`` config.
         seed: data order and augmentation seed (see :class:`ShardedSampler`).
+        label_fraction: in (0, 1]; below 1 the ``bank`` split (the labelled training images that kNN,
+            linear probes and fine-tuning learn from) is a fixed, seeded, class-balanced subset of that
+            fraction (:func:`datasets.stratified_subset` with ``seed``); pretraining images are unaffected.
     """
 
     def __init__(
@@ -82,18 +85,21 @@ class ImageDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         seed: int = 0,
         pin_memory: bool = True,
+        label_fraction: float = 1.0,
     ):
         super().__init__()
         check(isinstance(batch_size, int) and batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
         check(isinstance(num_workers, int) and num_workers >= 0, "data.num_workers", num_workers, "an integer >= 0")
         check(isinstance(image_size, int) and image_size >= 2, "data.image_size", image_size, "an integer >= 2")
         check(len(mean) == 3 and len(std) == 3 and min(std) > 0, "data.std", list(std), "3 positive values (and 3 means)")
+        check(isinstance(label_fraction, (int, float)) and 0 < label_fraction <= 1, "data.label_fraction", label_fraction,
+              "a fraction in (0, 1]")
         self.batch_size, self.num_workers, self.image_size = batch_size, num_workers, image_size
         self.mean, self.std, self.num_classes, self.small_images = list(mean), list(std), num_classes, small_images
         self.augment = dict(augment or {})
         self.train_transform = train_transform or eval_transform(image_size, self.mean, self.std)
         self.eval_batch_size = eval_batch_size or max(batch_size, 256)
-        self.seed, self.pin_memory = seed, pin_memory
+        self.seed, self.pin_memory, self.label_fraction = seed, pin_memory, float(label_fraction)
         self._splits: dict[str, Dataset] = {}
 
     def build_split(self, split: str) -> Dataset:
@@ -111,6 +117,10 @@ class ImageDataModule(L.LightningDataModule):
             dataset = self.build_split(name)
             if len(dataset) == 0:
                 raise ConfigError(f"the {name} split of {type(self).__name__} is empty")
+            if name == "bank" and self.label_fraction < 1:
+                dataset = Subset(dataset, datasets.stratified_subset(datasets.labels_of(dataset), self.label_fraction, self.seed).tolist())
+                if len(dataset) == 0:
+                    raise ConfigError(f"data.label_fraction={self.label_fraction}: the bank split of {type(self).__name__} has no labelled images")
             self._splits[name] = dataset
         return self._splits[name]
 
@@ -149,6 +159,17 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
         )
+
+    def supervised_dataloader(self, transform: Callable, batch_size: int | None = None) -> DataLoader:
+        """Shuffled, augmented, labelled training images ``(x, y)``: the ``bank`` split (after ``label_fraction``)
+        through ``transform``, for linear probes with augmentation and fine-tuning. Sharded and seeded like the
+        training loader (order and each image's augmentation are a function of (seed, epoch, index)); the
+        last batch is dropped when incomplete, unless it is the only one (a few-label subset smaller than a batch).
+        """
+        dataset = TransformedDataset(self.split("bank"), transform)
+        sampler = ShardedSampler(len(dataset), shuffle=True, seed=self.seed, drop_last=True, with_seed=True)
+        batch_size = batch_size or self.batch_size
+        return self._loader(dataset, sampler, batch_size, drop_last=len(sampler) >= batch_size)
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader("val")

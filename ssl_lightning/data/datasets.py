@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from ssl_lightning.config import ConfigError
 
@@ -177,3 +177,33 @@ class CheckedImageFolder(Dataset):
                     warnings.warn(f"unreadable image {path} ({type(e).__name__}: {e}) replaced by the next one "
                                   f"({len(self.failed_at_load)} such file(s) in this process)", stacklevel=2)
         raise RuntimeError(f"no readable image left in {self.root}")
+
+
+def labels_of(dataset: Dataset) -> np.ndarray:
+    """The integer labels (N,) of a dataset, read from its ``labels`` / ``targets`` (torchvision, ImageFolder,
+    :class:`ArrayImages`) without decoding images; other datasets are iterated."""
+    if isinstance(dataset, Subset):
+        return labels_of(dataset.dataset)[np.asarray(dataset.indices, dtype=np.int64)]
+    for attr in ("labels", "targets"):
+        values = getattr(dataset, attr, None)
+        if values is not None and len(values) == len(dataset):
+            return np.asarray(values, dtype=np.int64)
+    return np.array([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)
+
+
+def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a fixed, class-balanced subset: ``max(1, round(fraction * n_c))`` images of every
+    class c, the first ones of a permutation seeded by (seed, c). Unlabelled images (-1) are left out.
+
+    Each class's permutation depends only on (seed, c), so a smaller fraction's subset is contained in a
+    larger one's (the 1% images are among the 10% images) and adding images of one class never changes
+    another class's choice.
+    """
+    labels = np.asarray(labels)
+    keep = []
+    for c in np.unique(labels[labels >= 0]):
+        members = np.flatnonzero(labels == c)
+        g = torch.Generator().manual_seed(hash((seed, int(c))) & 0x7FFF_FFFF_FFFF_FFFF)
+        order = torch.randperm(len(members), generator=g).numpy()
+        keep.append(members[order[: max(1, int(round(fraction * len(members))))]])
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)

@@ -1,0 +1,64 @@
+"""Export the backbone of a pretraining checkpoint as a plain ``state_dict``.
+
+    python -m ssl_lightning.export ckpt=outputs/DATE/TIME/checkpoints/last.ckpt out=simclr_r18.pt
+    python -m ssl_lightning.export ckpt=... out=byol_teacher.pt prefix=teacher_backbone
+
+writes ``out`` (tensors only: ``torch.load(out, weights_only=True)`` loads it into the same torchvision ResNet
+with ``fc = nn.Identity()``, or into ``ssl_lightning.backbones.vit(...)``) and the sidecar ``out.json``
+(suffix appended) with the backbone's config (``_target_`` and arguments), its ``num_features``, the method
+that pretrained it, the pretraining data's image size and normalisation, and the source checkpoint and step.
+``python -m ssl_lightning.eval ckpt=out`` evaluates an exported backbone.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ssl_lightning.checkpoint import export, load_pretrained
+from ssl_lightning.config import ConfigError
+
+USAGE = "usage: python -m ssl_lightning.export ckpt=PATH out=FILE [prefix=backbone]"
+
+
+@dataclass
+class ExportArgs:
+    ckpt: str = MISSING  # a pretraining checkpoint (.ckpt)
+    out: str = MISSING  # the state_dict file to write; its sidecar is out + ".json"
+    prefix: str = "backbone"  # which weights: backbone (online encoder) or e.g. teacher_backbone (BYOL's EMA teacher)
+
+
+def parse(argv: list[str]) -> ExportArgs:
+    """``key=value`` arguments into :class:`ExportArgs`, with one-line errors."""
+    try:
+        args = OmegaConf.merge(OmegaConf.structured(ExportArgs), OmegaConf.from_cli(argv))
+        missing = [k for k in ("ckpt", "out") if OmegaConf.is_missing(args, k)]
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{str(e).splitlines()[0]}; {USAGE}") from e
+    if missing:
+        raise ConfigError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required; {USAGE}")
+    return OmegaConf.to_object(args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip())
+        return
+    try:
+        args = parse(argv)
+        pretrained = load_pretrained(args.ckpt, prefix=args.prefix)
+        state_file, sidecar = export(pretrained, args.out)
+    except ConfigError as e:
+        raise SystemExit(f"Configuration error: {e}") from None
+    params = sum(p.numel() for p in pretrained.module.parameters())
+    step = pretrained.source.get("global_step")
+    print(f"wrote {state_file} ({pretrained.description}, {params / 1e6:.2f}M parameters, "
+          f"{pretrained.module.num_features} features; {pretrained.method} at step {step}) and {sidecar}")
+
+
+if __name__ == "__main__":
+    main()
