@@ -89,7 +89,7 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     Raises ``ConfigError`` naming ``key`` for a missing file, a file that is not a checkpoint, a pickle that
     needs arbitrary objects (refused rather than executed) and a checkpoint not written by ssl_lightning.
     """
-    checkpoint = read(path, key)
+    checkpoint = read(path, key, how_to="give a checkpoint written by `python -m ssl_lightning.train`")
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
         raise ConfigError(
             f"{key}={str(Path(path).expanduser())!r} is not an ssl_lightning checkpoint (no '{CHECKPOINT_KEY}' entry): "
@@ -120,11 +120,12 @@ def sidecar_path(file: str | Path) -> Path:
     return Path(f"{file}.json")
 
 
-def read(path: str | Path, key: str = "ckpt") -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU, with errors that say what the file is not."""
+def read(path: str | Path, key: str = "ckpt", how_to: str = HOW_TO) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with errors that say what the file is not and
+    how to get a good one (``how_to``)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ConfigError(f"{key}={str(path)!r} is not a file: {HOW_TO}")
+        raise ConfigError(f"{key}={str(path)!r} is not a file: {how_to}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -132,10 +133,10 @@ def read(path: str | Path, key: str = "ckpt") -> Any:
         reason = " ".join((found.group(1) if found else str(e)).split())[:300]
         raise ConfigError(
             f"{key}={str(path)!r} is not an ssl_lightning checkpoint: torch.load(weights_only=True) refuses it "
-            f"({reason}); it holds pickled Python objects, which our files never do; {HOW_TO}"
+            f"({reason}); it holds pickled Python objects, which our files never do; {how_to}"
         ) from e
     except Exception as e:  # not a torch file at all: zip/pickle errors of many kinds
-        raise ConfigError(f"{key}={str(path)!r} is not a PyTorch checkpoint ({type(e).__name__}: {e}); {HOW_TO}") from e
+        raise ConfigError(f"{key}={str(path)!r} is not a PyTorch checkpoint ({type(e).__name__}: {e}); {how_to}") from e
 
 
 def is_state_dict(obj: Any) -> bool:

@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from ssl_lightning.config import config_dir
+from ssl_lightning.config import ConfigError, config_dir
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -88,3 +88,10 @@ def pretrained_vit(tmp_path_factory):
     train(compose_config(run, *PRETRAIN, *TINY_VIT, "~callbacks.knn", "~callbacks.linear_probe",
                          "~callbacks.view_grid", "~callbacks.embedding_projector"))
     return run
+
+
+def error_of(exc: BaseException) -> str:
+    """The message of the ConfigError behind ``exc`` (Hydra wraps constructor errors in InstantiationException)."""
+    while exc.__cause__ is not None and not isinstance(exc, ConfigError):
+        exc = exc.__cause__
+    return str(exc)

@@ -46,7 +46,7 @@ CASES = [
     (["callbacks.knn.temperature=0"], "callbacks.knn.temperature=0 is not allowed: a float > 0"),
     (["callbacks.linear_probe.lr=-1"], "callbacks.linear_probe.lr=-1 is not allowed: a learning rate > 0"),
     (["callbacks.nonfinite.mode=ignore"], "callbacks.nonfinite.mode='ignore' is not allowed: 'stop' or 'skip'"),
-    (["ckpt_path=/no/such.ckpt"], "ckpt_path='/no/such.ckpt' is not a file: give a checkpoint written by ssl_lightning"),
+    (["ckpt_path=/no/such.ckpt"], "ckpt_path='/no/such.ckpt' is not a file: give a checkpoint written by `python -m ssl_lightning.train`"),
     (["resume=/tmp"], "resume='/tmp' has no checkpoints/last.ckpt: give 'auto' or a run directory of a previous run"),
 ]
 

@@ -16,7 +16,7 @@ from ssl_lightning.config import ConfigError, config_dir
 from ssl_lightning.data import SyntheticDataModule
 from ssl_lightning.data.datasets import ArrayImages, synthetic
 from ssl_lightning.eval import evaluate
-from tests.test_errors import error_of
+from tests.conftest import error_of
 
 
 def compose_eval(output_dir, *overrides: str):

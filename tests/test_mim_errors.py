@@ -1,5 +1,7 @@
 """Masked image modelling: bad input fails before training with a message naming the value."""
 
+import functools
+
 import pytest
 import torch
 from hydra.errors import InstantiationException
@@ -7,7 +9,7 @@ from hydra.errors import InstantiationException
 from ssl_lightning.config import ConfigError
 from ssl_lightning.tokenizers import PatchKMeansTokenizer, save_tokenizer
 from ssl_lightning.train import train
-from tests.test_errors import error_of
+from tests.conftest import error_of
 
 
 @pytest.mark.parametrize(
@@ -36,7 +38,7 @@ def test_non_vit_backbone_is_rejected_by_the_method_too():
     from ssl_lightning.methods import MAE
 
     with pytest.raises(ConfigError, match="backbone='ResNet' is not allowed: a ViT"):
-        MAE(resnet("resnet18"), optimizer=torch.optim.AdamW)
+        MAE(resnet("resnet18"), optimizer=functools.partial(torch.optim.AdamW, lr=1e-3))
 
 
 @pytest.mark.parametrize(("tokenizer", "message"), [

@@ -111,10 +111,11 @@ class ImageDataModule(L.LightningDataModule):
 
     def split(self, name: str) -> Dataset:
         """The raw ``(PIL image, label)`` dataset of a split, built once."""
-        if name == "bank" and not self.separate_bank():
+        shared = name == "bank" and not self.separate_bank()  # the bank is the (checked) training split
+        if shared and self.label_fraction == 1:
             return self.split("train")
         if name not in self._splits:
-            dataset = self.build_split(name)
+            dataset = self.split("train") if shared else self.build_split(name)
             if len(dataset) == 0:
                 raise ConfigError(f"the {name} split of {type(self).__name__} is empty")
             if name == "bank" and self.label_fraction < 1:

@@ -12,7 +12,7 @@ from ssl_lightning.config import ConfigError
 from ssl_lightning.optim import warmup_cosine
 from ssl_lightning.train import train
 from tests.methods.test_training import SMALL_HEADS
-from tests.test_errors import error_of
+from tests.conftest import error_of
 
 
 class RecordLR(Callback):

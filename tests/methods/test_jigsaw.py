@@ -15,7 +15,7 @@ from ssl_lightning.data.datasets import ArrayImages
 from ssl_lightning.train import train
 from ssl_lightning.transforms import hamming_permutations
 from tests.methods.tensorboard import image_sizes, scalars
-from tests.test_errors import error_of
+from tests.conftest import error_of
 
 HEADS = ["method.tile_dim=32", "method.hidden_dim=64"]
 VIT = ["backbone=vit_tiny", "+backbone.depth=2", "+backbone.embed_dim=64", "+backbone.num_heads=2"]

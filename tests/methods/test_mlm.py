@@ -15,7 +15,7 @@ from ssl_lightning.generate import main as generate_main
 from ssl_lightning.train import train
 from tests.conftest import text_overrides
 from tests.methods.test_clm import events
-from tests.test_errors import error_of
+from tests.conftest import error_of
 
 
 def tiny_mlm(make_cfg, corpus, vocab=25):

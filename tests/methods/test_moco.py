@@ -11,7 +11,7 @@ from ssl_lightning.config import ConfigError
 from ssl_lightning.methods import MoCo
 from ssl_lightning.train import train
 from tests.conftest import compose_config
-from tests.test_errors import error_of
+from tests.conftest import error_of
 
 HEADS = ["method.proj_hidden_dim=32", "method.proj_output_dim=16"]
 QUIET = ["~callbacks", "~logger"]

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from ssl_lightning.config import ConfigError
 from ssl_lightning.train import train
 from tests.methods.tensorboard import scalars
-from tests.test_errors import error_of
+from tests.conftest import error_of
 
 SMALL = ["method=rotation", "data.image_size=8", "callbacks.knn.k=10", "~callbacks.model_checkpoint"]
 

@@ -15,7 +15,7 @@ from ssl_lightning.config import ConfigError
 from ssl_lightning.losses import sinkhorn_knopp
 from ssl_lightning.train import train
 from tests.conftest import compose_config
-from tests.test_errors import error_of
+from tests.conftest import error_of
 
 # 2 global crops + 2 local crops of half the size: multi-crop, but cheap
 SMALL = ["method=swav", "method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.num_prototypes=10",

@@ -55,7 +55,6 @@ def test_loss_falls_when_fitting_a_fixed_batch(make_cfg, method):
     optimizer = torch.optim.SGD(model.parameters(), lr=FIT_LR.get(method, 0.05), momentum=0.9)
     if hasattr(model, "fit_tokenizer"):  # BEiT: fit its visual tokenizer on the training images first
         model.fit_tokenizer(dm)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     model.log = lambda *a, **k: None  # no trainer attached
     model.log_lr = lambda: None
     losses = []
