@@ -37,7 +37,9 @@ class SlowAfterStep(Callback):
 
 def run_cli(*overrides: str, **popen):
     cmd = [sys.executable, "-m", "ssl_lightning.train", *TINY, *COMMON, *overrides]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # the same number of threads as this process, whose in-process run is the reference: float sums in a
+    # convolution depend on how the work is split, so a bit-exact comparison needs the same split
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 

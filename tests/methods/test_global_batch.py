@@ -46,10 +46,10 @@ def worker(rank: int, init_file: str, out: dict) -> None:
     dist.destroy_process_group()
 
 
-def test_gathered_loss_and_gradient_equal_the_single_process_global_batch():
+def test_gathered_loss_and_gradient_equal_the_single_process_global_batch(monkeypatch):
     with tempfile.TemporaryDirectory() as tmp:
         out = mp.Manager().dict()
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the spawned workers only; restored after the test
         mp.spawn(worker, args=(os.path.join(tmp, "init"), out), nprocs=WORLD, join=True)
     z1, z2 = full_batch()
     z1.requires_grad_(True)
