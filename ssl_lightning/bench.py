@@ -189,7 +189,7 @@ def time_plain(method, batches, batch_size: int, warmup: int, precision: str, de
     return [b - a for a, b in zip(marks, marks[1:])]
 
 
-def bench_method(cfg: DictConfig, warmup: int, steps: int) -> dict:
+def bench_method(cfg: DictConfig, warmup: int, steps: int, rounds: int = 1) -> dict:
     L.seed_everything(cfg.seed, verbose=False)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     datamodule, method = build(cfg)
@@ -197,13 +197,14 @@ def bench_method(cfg: DictConfig, warmup: int, steps: int) -> dict:
     plain_copy = copy.deepcopy(method)  # same initial weights for both loops
     items, unit = items_per_batch(batches[0])
     precision = str(cfg.trainer.precision)
-    reset_peak_memory(device)
-    t_plain = time_plain(plain_copy.to(device), batches, datamodule.batch_size, warmup, precision, device)
-    mem_plain = peak_memory_mib(device)
-    del plain_copy
-    reset_peak_memory(device)
-    t_ours = time_lightning(method, batches, datamodule, warmup, cfg, device)
-    mem_ours = peak_memory_mib(device)
+    t_plain, t_ours, mem_plain, mem_ours = [], [], 0.0, 0.0
+    for _ in range(rounds):  # interleaved, so drift on a shared machine hits both loops alike
+        reset_peak_memory(device)
+        t_plain += time_plain(plain_copy.to(device), batches, datamodule.batch_size, warmup, precision, device)
+        mem_plain = max(mem_plain, peak_memory_mib(device))
+        reset_peak_memory(device)
+        t_ours += time_lightning(method, batches, datamodule, warmup, cfg, device)
+        mem_ours = max(mem_ours, peak_memory_mib(device))
     t_ours, t_plain = statistics.median(t_ours), statistics.median(t_plain)  # per step; robust to a shared machine
     return {"method": type(method).__name__, "backbone": type(method.backbone).__name__, "batch": datamodule.batch_size,
             "unit": unit, "ours": items / t_ours, "plain": items / t_plain, "ratio": t_plain / t_ours,
@@ -263,7 +264,7 @@ def main(cfg: DictConfig) -> None:
         extra = [*base, *cfg.bench.method_overrides.get(name, [])]
         method_cfg = compose("bench", overrides=[f"method={name}", *extra, *passed])
         method_cfg.paths.output_dir = cfg.paths.output_dir
-        rows.append(bench_method(method_cfg, cfg.bench.warmup, cfg.bench.steps))
+        rows.append(bench_method(method_cfg, cfg.bench.warmup, cfg.bench.steps, cfg.bench.rounds))
         print_steps(rows[-1:], str(cfg.trainer.precision), device)
     print_steps(rows, str(cfg.trainer.precision), device)
     if cfg.bench.mae.enabled:
