@@ -1,17 +1,29 @@
 """Training-step throughput: our Lightning loop against a plain PyTorch loop of the same model, loss and
-update, on the same pre-made batches, in the same process.
+update, on the same pre-made batches, in the same process; the MAE visible-patch check; the input pipeline.
 
-    python -m ssl_lightning.bench                                   # SimCLR and BYOL on the default data
+    python -m ssl_lightning.bench                                   # every method, ResNet-18, batch 128, 32 px
+    python -m ssl_lightning.bench bench.methods=[simclr,byol] bench.steps=20 trainer.precision=bf16-mixed
+    python -m ssl_lightning.bench --data                            # the input pipeline alone (same as mode=data)
     python -m ssl_lightning.bench data=imagefolder data.train_dir=DIR data.val_dir=DIR data.batch_size=256
 
-Prints images/s of each loop and their ratio (ours / plain). Data loading is excluded from both: the
-batches are augmented once, up front.
+Step mode prints, per method, images/s (tokens/s for text methods) of each loop (median step time after ``bench.warmup``
+steps), their ratio (ours / plain, the same batches), and the peak memory of each loop: CUDA
+``max_memory_allocated`` on a GPU; on CPU the peak resident set size of the process (Linux ``VmHWM``,
+reset before each loop through ``/proc/self/clear_refs``), which includes the interpreter and the batches.
+Data loading is excluded from both loops: the batches are made once, up front. Then MAE's step time at
+mask ratio ``method.mask_ratio`` against the same ViT encoding every patch (:mod:`ssl_lightning.bench_mae`).
+
+Data mode (:mod:`ssl_lightning.bench_data`) measures augmented views/s of our pipeline against a per-sample
+PIL torchvision pipeline doing the same augmentations.
 """
 
 from __future__ import annotations
 
 import copy
+import statistics
+import sys
 import time
+from pathlib import Path
 
 import hydra
 import lightning as L
@@ -23,104 +35,247 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from ssl_lightning.bench_plain import PLAIN_STEPS
+from ssl_lightning.bench_plain import plain_step
 from ssl_lightning.config import config_dir
+from ssl_lightning.train import check_compatible, fill_from_data
 
 
 class _Batches(L.LightningDataModule):
-    def __init__(self, batches: list, batch_size: int):
+    """Pre-made batches, with the attributes methods read from their datamodule (batch size, normalisation,
+    tokenizer)."""
+
+    def __init__(self, batches: list, source):
         super().__init__()
-        self.batches, self.batch_size = batches, batch_size
+        self.batches, self.batch_size = batches, source.batch_size
+        for name in ("mean", "std", "tokenizer", "block_size"):
+            if hasattr(source, name):
+                setattr(self, name, getattr(source, name))
 
     def train_dataloader(self):
         return DataLoader(self.batches, batch_size=None, shuffle=False)
 
 
 class _Timer(Callback):
-    def __init__(self, warmup: int):
-        self.warmup, self.start, self.end = warmup, None, None
+    """Per-step wall times from one batch start to the next (the last step: to the end of its batch-end
+    hooks, this callback's hook running last), so every hook and the EMA / queue updates are inside."""
+
+    def __init__(self, warmup: int, device: torch.device):
+        self.warmup, self.device, self.marks = warmup, device, []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx == self.warmup:
-            _sync()
-            self.start = time.perf_counter()
+        if batch_idx >= self.warmup:
+            _sync(self.device)
+            self.marks.append(time.perf_counter())
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        _sync()
-        self.end = time.perf_counter()
+    def on_train_end(self, trainer, pl_module):
+        _sync(self.device)
+        self.marks.append(time.perf_counter())
+
+    @property
+    def times(self) -> list[float]:
+        return [b - a for a, b in zip(self.marks, self.marks[1:])]
 
 
-def _sync() -> None:
-    if torch.cuda.is_available():
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
         torch.cuda.synchronize()
 
 
-def make_batches(cfg: DictConfig, count: int) -> tuple[list, int]:
-    dm = instantiate(cfg.data, train_transform=instantiate(cfg.augment))
-    dm.setup("fit")
+# -- peak memory ---------------------------------------------------------------------------------------
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: "5" resets the peak RSS (VmHWM) to the current RSS
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    """CUDA max_memory_allocated, or on CPU the process's peak RSS since the last reset (Linux VmHWM;
+    elsewhere ``ru_maxrss``, the peak of the whole run)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (2**20 if sys.platform == "darwin" else 1024)
+
+
+# -- one method -----------------------------------------------------------------------------------------
+
+
+def to_device(batch, device: torch.device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def build(cfg: DictConfig):
+    """Data, method and batches as train.py builds them (the method's collator for text data)."""
+    datamodule = instantiate(cfg.data, train_transform=instantiate(cfg.augment)) if cfg.get("augment") else instantiate(cfg.data)
+    fill_from_data(cfg, datamodule)
+    method = instantiate(cfg.method, backbone=instantiate(cfg.backbone))
+    check_compatible(method, datamodule, getattr(datamodule, "train_transform", None))
+    if hasattr(datamodule, "collate_fn"):
+        datamodule.collate_fn = method.collator
+    if hasattr(method, "attach") and hasattr(datamodule, "train_transform"):
+        method.attach(datamodule.train_transform)  # jigsaw: the permutation set
+    datamodule.setup("fit")
+    if hasattr(method, "fit_tokenizer"):  # BEiT: fit the k-means tokenizer once, before the copies
+        method.fit_tokenizer(datamodule)
+    return datamodule, method
+
+
+def make_batches(datamodule, count: int) -> list:
     batches = []
-    for batch in dm.train_dataloader():
+    for batch in datamodule.train_dataloader():
         batches.append(batch)
         if len(batches) == count:
             break
     if len(batches) < count:  # a small dataset: cycle
         batches = (batches * (count // len(batches) + 1))[:count]
-    return batches, dm.batch_size
+    return batches
 
 
-def time_lightning(method: L.LightningModule, batches: list, batch_size: int, warmup: int, accelerator: str) -> float:
-    timer = _Timer(warmup)
+def items_per_batch(batch) -> tuple[int, str]:
+    """(images, "img") for image batches; (tokens, "tok") for text batches ``(inputs (B, T), labels)``."""
+    inputs = batch[0]
+    if isinstance(inputs, torch.Tensor) and inputs.dim() == 2 and not inputs.is_floating_point():
+        return inputs.numel(), "tok"
+    if isinstance(inputs, dict):
+        return inputs["image"].shape[0], "img"
+    first = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+    return first.shape[0], "img"
+
+
+def time_lightning(method, batches, datamodule, warmup: int, cfg: DictConfig, device: torch.device) -> list[float]:
+    timer = _Timer(warmup, device)
     trainer = L.Trainer(
-        accelerator=accelerator, devices=1, max_steps=len(batches), logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-        callbacks=[timer], use_distributed_sampler=False,
+        accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, max_steps=len(batches),
+        precision=cfg.trainer.precision, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[timer],
+        use_distributed_sampler=False,
     )
-    trainer.fit(method, datamodule=_Batches(batches, batch_size))
-    return timer.end - timer.start
+    trainer.fit(method, datamodule=_Batches(batches, datamodule))
+    return timer.times
 
 
-def time_plain(method: L.LightningModule, batches: list, batch_size: int, warmup: int, device: torch.device) -> float:
-    step = PLAIN_STEPS[type(method).__name__](method, device, batch_size, total_steps=len(batches))
+def time_plain(method, batches, batch_size: int, warmup: int, precision: str, device: torch.device) -> list[float]:
+    if hasattr(method, "configure_model"):
+        method.configure_model()  # the fast paths (channels_last, compile) Lightning applies in fit
+    step = plain_step(method, device, batch_size, len(batches), precision)
+    marks = []
     for i, batch in enumerate(batches):
-        if i == warmup:
-            _sync()
-            start = time.perf_counter()
-        step([v.to(device, non_blocking=True) for v in batch[0]])
-    _sync()
-    return time.perf_counter() - start
+        if i >= warmup:
+            _sync(device)
+            marks.append(time.perf_counter())
+        step(to_device(batch, device))
+    _sync(device)
+    marks.append(time.perf_counter())
+    return [b - a for a, b in zip(marks, marks[1:])]
 
 
-def bench_method(cfg: DictConfig, warmup: int, steps: int) -> dict:
+def bench_method(cfg: DictConfig, warmup: int, steps: int, rounds: int = 1) -> dict:
     L.seed_everything(cfg.seed, verbose=False)
-    batches, batch_size = make_batches(cfg, warmup + steps)
-    method = instantiate(cfg.method, backbone=instantiate(cfg.backbone))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    datamodule, method = build(cfg)
+    batches = make_batches(datamodule, warmup + steps)
     plain_copy = copy.deepcopy(method)  # same initial weights for both loops
-    accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
-    images = steps * batch_size
-    t_plain = time_plain(plain_copy.to(device), batches, batch_size, warmup, device)
-    t_ours = time_lightning(method, batches, batch_size, warmup, accelerator)
-    return {
-        "method": type(method).__name__,
-        "batch": batch_size,
-        "ours_img_s": images / t_ours,
-        "plain_img_s": images / t_plain,
-        "ratio": t_plain / t_ours,
-    }
+    items, unit = items_per_batch(batches[0])
+    precision = str(cfg.trainer.precision)
+    t_plain, t_ours, mem_plain, mem_ours = [], [], 0.0, 0.0
+    for _ in range(rounds):  # interleaved, so drift on a shared machine hits both loops alike
+        reset_peak_memory(device)
+        t_plain += time_plain(plain_copy.to(device), batches, datamodule.batch_size, warmup, precision, device)
+        mem_plain = max(mem_plain, peak_memory_mib(device))
+        reset_peak_memory(device)
+        t_ours += time_lightning(method, batches, datamodule, warmup, cfg, device)
+        mem_ours = max(mem_ours, peak_memory_mib(device))
+    t_ours, t_plain = statistics.median(t_ours), statistics.median(t_plain)  # per step; robust to a shared machine
+    return {"method": type(method).__name__, "backbone": type(method.backbone).__name__, "batch": datamodule.batch_size,
+            "unit": unit, "ours": items / t_ours, "plain": items / t_plain, "ratio": t_plain / t_ours,
+            "mem_ours": mem_ours, "mem_plain": mem_plain}
+
+
+def print_steps(rows: list[dict], precision: str, device: torch.device) -> None:
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    mem = "CUDA max allocated" if device.type == "cuda" else "peak RSS"
+    print(f"\nTraining step, ours (Lightning) vs. plain PyTorch ({where}, precision {precision}; memory: {mem}, MiB)")
+    print(f"{'method':<12} {'backbone':<18} {'batch':>5} {'ours/s':>10} {'plain/s':>10} {'unit':>4} {'ours/plain':>10} "
+          f"{'mem ours':>9} {'mem plain':>9}")
+    for r in rows:
+        print(f"{r['method']:<12} {r['backbone']:<18} {r['batch']:>5} {r['ours']:>10.1f} {r['plain']:>10.1f} {r['unit']:>4} "
+              f"{r['ratio']:>10.3f} {r['mem_ours']:>9.0f} {r['mem_plain']:>9.0f}")
+
+
+def image_overrides(cfg: DictConfig) -> list[str]:
+    img = cfg.bench.image
+    extra = ["data.num_samples=" + str(5 * img.batch_size)] if img.data == "synthetic" else []
+    return [f"data={img.data}", f"data.image_size={img.image_size}", f"data.batch_size={img.batch_size}", *extra]
+
+
+def mae_check(passed: list[str], cfg: DictConfig) -> list[dict]:
+    """MAE at mask ratio ``bench.mae.mask_ratio`` against the same ViT encoding every patch."""
+    from ssl_lightning.bench_mae import bench as bench_mae
+
+    mae = cfg.bench.mae
+    overrides = [o for o in passed if not o.startswith(("backbone=", "backbone.", "method.", "augment"))]
+    mae_cfg = compose("bench_mae", overrides=[
+        *image_overrides(cfg), f"backbone={mae.backbone}", *overrides, f"bench.ratios=[{mae.mask_ratio}]", f"bench.steps={mae.steps}",
+        f"bench.rounds={mae.rounds}", f"bench.warmup={mae.warmup}"])
+    mae_cfg.paths.output_dir = cfg.paths.output_dir
+    rows = bench_mae(mae_cfg)
+    print(f"\nMAE step time vs. the same ViT encoding every patch ({mae_cfg.backbone.size}/{mae_cfg.backbone.patch_size}, "
+          f"{mae_cfg.data.image_size} px, batch {rows[0]['batch']}, precision {mae_cfg.trainer.precision}; "
+          f"target <= 0.45 at 0.75)")
+    for r in rows:
+        print(f"  mask ratio {r['mask_ratio']:.2f}: {r['visible']:>4}/{r['patches']} patches encoded, {r['ms']:8.1f} ms/step, "
+              f"{r['ratio']:.3f} x full")
+    return rows
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="bench")
 def main(cfg: DictConfig) -> None:
-    passed = [o for o in HydraConfig.get().overrides.task if not o.startswith(("method=", "bench."))]
+    passed = [o for o in HydraConfig.get().overrides.task if not o.startswith(("method=", "bench.", "mode="))]
+    if cfg.mode == "data":
+        from ssl_lightning.bench_data import run as run_data
+
+        run_data(cfg)
+        return
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
-    for name in cfg.bench.methods:
-        method_cfg = compose("bench", overrides=[*passed, f"method={name}"])
+    image = image_overrides(cfg)
+    jobs = [(m, image) for m in cfg.bench.methods] + [(m, []) for m in cfg.bench.text_methods]
+    for name, base in jobs:
+        extra = [*base, *cfg.bench.method_overrides.get(name, [])]
+        method_cfg = compose("bench", overrides=[f"method={name}", *extra, *passed])
         method_cfg.paths.output_dir = cfg.paths.output_dir
-        rows.append(bench_method(method_cfg, cfg.bench.warmup, cfg.bench.steps))
-    print(f"\n{'method':<10} {'batch':>6} {'ours img/s':>11} {'plain img/s':>12} {'ours/plain':>11}")
-    for r in rows:
-        print(f"{r['method']:<10} {r['batch']:>6} {r['ours_img_s']:>11.1f} {r['plain_img_s']:>12.1f} {r['ratio']:>11.3f}")
+        rows.append(bench_method(method_cfg, cfg.bench.warmup, cfg.bench.steps, cfg.bench.rounds))
+        print_steps(rows[-1:], str(cfg.trainer.precision), device)
+    print_steps(rows, str(cfg.trainer.precision), device)
+    if cfg.bench.mae.enabled:
+        mae_check(passed, cfg)
+
+
+def translate_argv(argv: list[str]) -> list[str]:
+    """``--data`` (a flag, not Hydra's ``key=value``) becomes ``mode=data`` before Hydra parses the line."""
+    return [("mode=data" if a == "--data" else a) for a in argv]
 
 
 if __name__ == "__main__":
+    sys.argv = translate_argv(sys.argv)
     main()

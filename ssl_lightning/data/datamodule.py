@@ -86,6 +86,7 @@ class ImageDataModule(L.LightningDataModule):
         seed: int = 0,
         pin_memory: bool = True,
         label_fraction: float = 1.0,
+        gpu_augment: bool = False,
     ):
         super().__init__()
         check(isinstance(batch_size, int) and batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
@@ -98,6 +99,15 @@ class ImageDataModule(L.LightningDataModule):
         self.mean, self.std, self.num_classes, self.small_images = list(mean), list(std), num_classes, small_images
         self.augment = dict(augment or {})
         self.train_transform = train_transform or eval_transform(image_size, self.mean, self.std)
+        self.device_views = None
+        if gpu_augment:  # crops on the CPU, the rest of the view pipeline batched on the training device
+            from ssl_lightning.transforms.batched import CropViews, DeviceViews
+            from ssl_lightning.transforms.views import MultiViewTransform
+
+            check(isinstance(train_transform, MultiViewTransform), "data.gpu_augment", gpu_augment,
+                  f"false with {type(train_transform).__name__}: only multi-view augmentations (augment=simclr, byol, "
+                  "moco, mocov3, simsiam, swav) run on the device")
+            self.train_transform, self.device_views = CropViews(train_transform), DeviceViews(train_transform)
         self.eval_batch_size = eval_batch_size or max(batch_size, 256)
         self.seed, self.pin_memory, self.label_fraction = seed, pin_memory, float(label_fraction)
         self._splits: dict[str, Dataset] = {}
@@ -144,6 +154,14 @@ class ImageDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
         )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """``data.gpu_augment``: turn the training batch's uint8 crops into augmented views on the device."""
+        trainer = self.trainer
+        if self.device_views is not None and trainer is not None and trainer.training:
+            views, labels = batch
+            batch = (self.device_views(views), labels)
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         dataset = TransformedDataset(self.split("train"), self.train_transform)

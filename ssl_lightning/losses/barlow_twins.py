@@ -27,7 +27,8 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051,
         eps: BatchNorm's epsilon.
     """
     n = z1.shape[0]
-    c = batch_standardize(z1.float(), eps).T @ batch_standardize(z2.float(), eps) / n  # (D, D)
+    with torch.autocast(device_type=z1.device.type, enabled=False):  # fp32 correlations under autocast
+        c = batch_standardize(z1.float(), eps).T @ batch_standardize(z2.float(), eps) / n  # (D, D)
     diag = torch.diagonal(c)
     on_diag = (1 - diag).pow(2).sum()
     off_diag = c.pow(2).sum() - diag.pow(2).sum()

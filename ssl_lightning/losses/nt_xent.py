@@ -34,7 +34,8 @@ def nt_xent_loss(
     n, m = z1.shape[0], z1_all.shape[0]
     anchors = torch.cat([z1, z2])  # (2n, D)
     candidates = torch.cat([z1_all, z2_all])  # (2M, D)
-    logits = anchors @ candidates.T / temperature  # (2n, 2M)
+    with torch.autocast(device_type=z1.device.type, enabled=False):  # fp32 logits under bf16/fp16 autocast
+        logits = anchors @ candidates.T / temperature  # (2n, 2M)
 
     local = torch.arange(n, device=z1.device) + offset
     self_idx = torch.cat([local, local + m])  # where each anchor sits among the candidates

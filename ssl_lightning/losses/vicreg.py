@@ -23,7 +23,8 @@ def covariance_term(z: torch.Tensor) -> torch.Tensor:
     z = z.float()
     n, d = z.shape
     z = z - z.mean(dim=0)
-    cov = z.T @ z / (n - 1)  # (D, D)
+    with torch.autocast(device_type=z.device.type, enabled=False):  # fp32 covariance under autocast
+        cov = z.T @ z / (n - 1)  # (D, D)
     return (cov.pow(2).sum() - torch.diagonal(cov).pow(2).sum()) / d
 
 

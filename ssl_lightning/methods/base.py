@@ -31,6 +31,8 @@ class SSLMethod(L.LightningModule):
             gradient-accumulation steps): ``"linear"``, LR = lr x B / 256 (Goyal et al., 2017; SimCLR, BYOL,
             SimSiam, MoCo v3); ``"sqrt"``, LR = lr x sqrt(B) (SimCLR, Appendix B.1, better for small batches
             and short schedules); ``"none"``, LR = lr.
+        compile: ``torch.compile`` the backbone and its momentum copy (if any) in place
+            (``nn.Module.compile``: parameter names and checkpoints are unchanged) when training starts.
     """
 
     #: smallest per-device batch the method can train on (BatchNorm statistics, negatives)
@@ -42,6 +44,7 @@ class SSLMethod(L.LightningModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         lr_scaling: str = "linear",
+        compile: bool = False,
     ):
         super().__init__()
         check(hasattr(backbone, "num_features"), "backbone", type(backbone).__name__, "a module exposing num_features")
@@ -57,6 +60,7 @@ class SSLMethod(L.LightningModule):
         if "final_lr_ratio" in sched:
             check(0 <= sched["final_lr_ratio"] <= 1, "method.scheduler.final_lr_ratio", sched["final_lr_ratio"], "a fraction in [0, 1]")
         self.lr_scaling = lr_scaling
+        self.compile_backbone, self._compiled = bool(compile), False
         self.run_config: dict[str, Any] | None = None  # the resolved Hydra config, stored in checkpoints
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -66,6 +70,20 @@ class SSLMethod(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         x, y = batch
         return {"h": self(x), "y": y}
+
+    # -- fast paths -------------------------------------------------------------------------------------
+
+    def compile_targets(self) -> list[nn.Module]:
+        """What ``compile=true`` compiles: the backbone and the teacher that mirrors it."""
+        pairs = self.momentum_pairs() if hasattr(self, "momentum_pairs") else []
+        return [self.backbone] + [teacher for student, teacher in pairs if student is self.backbone]
+
+    def configure_model(self) -> None:
+        """Lightning calls this once the module is on its device, before the optimizers are built."""
+        if self.compile_backbone and not self._compiled:
+            for module in self.compile_targets():
+                module.compile()
+            self._compiled = True
 
     # -- optimisation -----------------------------------------------------------------------------------
 

@@ -47,8 +47,8 @@ class MoCo(SSLMethod):
 
     def __init__(self, backbone, optimizer, scheduler=None, proj_hidden_dim: int = 2048, proj_output_dim: int = 128,
                  temperature: float = 0.2, queue_size: int = 65536, tau: float = 0.999, symmetric: bool = False,
-                 lr_scaling: str = "linear"):
-        super().__init__(backbone, optimizer, scheduler, lr_scaling)
+                 lr_scaling: str = "linear", compile: bool = False):
+        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile)
         check(isinstance(temperature, (int, float)) and temperature > 0, "method.temperature", temperature, "a float > 0")
         check(isinstance(queue_size, int) and not isinstance(queue_size, bool) and queue_size >= 1, "method.queue_size",
               queue_size, "an integer >= 1 (the number of negative keys; 65536 in the paper)")

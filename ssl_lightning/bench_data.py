@@ -1,0 +1,58 @@
+"""The input pipeline alone (``python -m ssl_lightning.bench --data``, or ``mode=data``): augmented views/s of
+the per-sample PIL torchvision pipeline (``data.gpu_augment=false``: every view made by PIL in the loader
+workers) against the batched path (``data.gpu_augment=true``: crops in the workers, the rest of the view
+pipeline on the whole batch on the training device, here the device the benchmark runs on), with the
+worker count of the data config, on the ``bench.image`` data and the augmentation of ``bench.data.method``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from hydra import compose
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+
+def _views_per_s(datamodule, device: torch.device, batches: int) -> float:
+    loader = iter(datamodule.train_dataloader())
+    count, start = 0, None
+    for i in range(batches + 1):
+        if i == 1:  # the first batch starts the workers: not timed
+            start = time.perf_counter()
+        views, _ = next(loader)
+        views = [[t.to(device, non_blocking=True) for t in v] if isinstance(v, (list, tuple)) else v.to(device) for v in views]
+        if datamodule.device_views is not None:
+            views = datamodule.device_views(views)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= 1:
+            count += sum(v.shape[0] for v in views)
+    return count / (time.perf_counter() - start)
+
+
+def run(cfg: DictConfig) -> list[dict]:
+    from ssl_lightning.bench import image_overrides
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dc = cfg.bench.data
+    rows = []
+    for gpu_augment in (False, True):
+        overrides = [f"method={dc.method}", *image_overrides(cfg), f"data.gpu_augment={str(gpu_augment).lower()}"]
+        if dc.num_workers is not None:
+            overrides.append(f"data.num_workers={dc.num_workers}")
+        c = compose("bench", overrides=overrides)
+        c.paths.output_dir = cfg.paths.output_dir
+        dm = instantiate(c.data, train_transform=instantiate(c.augment))
+        dm.setup("fit")
+        rate = _views_per_s(dm, device, dc.batches)
+        rows.append({"pipeline": "batched (data.gpu_augment=true)" if gpu_augment else "per-sample PIL (torchvision)",
+                     "workers": dm.num_workers, "batch": dm.batch_size, "views_s": rate})
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"\nInput pipeline, {dc.method}'s augmentation on {c.data._target_.rsplit('.', 1)[-1]} {c.data.image_size} px "
+          f"(device side on {where})")
+    print(f"{'pipeline':<34} {'workers':>7} {'batch':>6} {'views/s':>10} {'vs. PIL':>8}")
+    for r in rows:
+        print(f"{r['pipeline']:<34} {r['workers']:>7} {r['batch']:>6} {r['views_s']:>10.1f} {r['views_s'] / rows[0]['views_s']:>8.2f}")
+    return rows

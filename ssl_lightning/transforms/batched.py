@@ -1,0 +1,159 @@
+"""Batched view augmentation on the training device (``data.gpu_augment=true``).
+
+The CPU (data-loader workers) decodes, random-resized-crops and resizes each image to a uint8 tensor and
+draws every random parameter of the rest of the view pipeline from torch's RNG, so a sample's augmentation
+stays a function of (seed, epoch, index) exactly as in the PIL path. The device then applies, to the whole
+batch at once, what :func:`~ssl_lightning.transforms.views.view_pipeline` applies per image with PIL:
+horizontal flip, colour jitter (brightness, contrast, saturation, hue in a random order per sample, as
+torchvision's ``ColorJitter``), grayscale, Gaussian blur (per-sample sigma, the same kernel size, reflect
+padding), solarisation (threshold 128/255) and normalisation. The distributions match the PIL path; pixel
+values differ only by the PIL path's rounding to uint8 after each operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms.functional import pil_to_tensor
+
+from ssl_lightning.transforms.views import MultiViewTransform, ViewSpec
+
+# per-sample parameters, one row per view: flip, jitter on, brightness, contrast, saturation, hue factors,
+# the jitter order (4 op indices), grayscale, blur on, sigma, solarise
+FLIP, JITTER, B, C, S, H, ORDER, GRAY, BLUR, SIGMA, SOLAR = 0, 1, 2, 3, 4, 5, 6, 10, 11, 12, 13
+NUM_PARAMS = 14
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, what PIL's convert("L") and torchvision's rgb_to_grayscale use
+
+
+def blur_kernel_size(size: int) -> int:
+    return max(3, int(0.1 * size) // 2 * 2 + 1)  # ~10% of the crop, odd (as view_pipeline)
+
+
+def draw_params(spec: ViewSpec) -> torch.Tensor:
+    """The random parameters of one view after its crop, drawn from torch's RNG: (NUM_PARAMS,) float."""
+    p = torch.zeros(NUM_PARAMS)
+    u = torch.rand(5)
+    p[FLIP] = float(u[0] < spec.hflip_prob)
+    p[JITTER] = float(u[1] < spec.jitter_prob)
+    b, c, s, h = spec.jitter
+    for index, strength in ((B, b), (C, c), (S, s)):
+        p[index] = torch.empty(1).uniform_(max(0.0, 1 - strength), 1 + strength).item()
+    p[H] = torch.empty(1).uniform_(-h, h).item()
+    p[ORDER : ORDER + 4] = torch.randperm(4).float()
+    p[GRAY] = float(u[2] < spec.grayscale_prob)
+    p[BLUR] = float(u[3] < spec.blur_prob)
+    p[SIGMA] = torch.empty(1).uniform_(*spec.blur_sigma).item()
+    p[SOLAR] = float(u[4] < spec.solarize_prob)
+    return p
+
+
+class CropViews:
+    """CPU half of ``data.gpu_augment``: PIL image -> list of ``(uint8 crop (3, S, S), params (NUM_PARAMS,))``
+    per view. Keeps :class:`MultiViewTransform`'s ``view_sizes`` / ``num_views``."""
+
+    def __init__(self, transform: MultiViewTransform):
+        self.specs = [s for s in transform.specs for _ in range(s.count)]
+        self.crops = [T.RandomResizedCrop(s.size, scale=tuple(s.crop_scale), antialias=True) for s in self.specs]
+        self.view_sizes, self.num_views = transform.view_sizes, transform.num_views
+
+    def __call__(self, image: Image.Image) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        image = image.convert("RGB")
+        return [(pil_to_tensor(crop(image)), draw_params(spec)) for crop, spec in zip(self.crops, self.specs)]
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, 1, H, W)
+    return (x * x.new_tensor(_LUMA).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+
+
+def _blend(x: torch.Tensor, y: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return (factor * x + (1 - factor) * y).clamp(0, 1)
+
+
+def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(dim=1)
+    maxc, minc = x.max(dim=1).values, x.min(dim=1).values
+    delta = maxc - minc
+    s = delta / torch.where(maxc == 0, torch.ones_like(maxc), maxc)
+    safe = torch.where(delta == 0, torch.ones_like(delta), delta)
+    rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
+    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.where(delta == 0, torch.zeros_like(h), (h / 6.0) % 1.0)
+    return torch.stack([h, s, maxc], dim=1)
+
+
+def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    h, s, v = x.unbind(dim=1)
+    i = torch.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = i.long() % 6
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    table = torch.stack([torch.stack(c, dim=1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])
+    return table.gather(0, i.unsqueeze(0).unsqueeze(2).expand(1, *table.shape[1:])).squeeze(0)
+
+
+def adjust(x: torch.Tensor, op: int, factor: torch.Tensor) -> torch.Tensor:
+    """One colour-jitter operation with a per-sample factor (B, 1, 1, 1), as torchvision's adjust_*."""
+    if op == 0:  # brightness
+        return (x * factor).clamp(0, 1)
+    if op == 1:  # contrast: blend with the mean grey level of the image
+        return _blend(x, _gray(x).mean(dim=(1, 2, 3), keepdim=True), factor)
+    if op == 2:  # saturation: blend with the grey image
+        return _blend(x, _gray(x), factor)
+    hsv = _rgb_to_hsv(x)  # hue: rotate the hue channel
+    hsv = torch.cat([(hsv[:, :1] + factor) % 1.0, hsv[:, 1:]], dim=1)
+    return _hsv_to_rgb(hsv)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel: int) -> torch.Tensor:
+    """Separable Gaussian blur with a per-sample sigma (B,), reflect padding (torchvision's)."""
+    n, c, h, w = x.shape
+    r = torch.arange(kernel, device=x.device, dtype=x.dtype) - (kernel - 1) / 2
+    k = torch.exp(-0.5 * (r.view(1, -1) / sigma.view(-1, 1)) ** 2)
+    k = (k / k.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # (B*C, kernel)
+    pad = kernel // 2
+    y = F.pad(x.reshape(1, n * c, h, w), (pad, pad, pad, pad), mode="reflect")
+    y = F.conv2d(y, k.view(n * c, 1, 1, kernel), groups=n * c)
+    y = F.conv2d(y, k.view(n * c, 1, kernel, 1), groups=n * c)
+    return y.view(n, c, h, w)
+
+
+def augment_views(crops: torch.Tensor, params: torch.Tensor, spec: ViewSpec, mean: Sequence[float],
+                  std: Sequence[float]) -> torch.Tensor:
+    """uint8 crops (B, 3, S, S) and their parameters (B, NUM_PARAMS) -> normalised float views (B, 3, S, S)."""
+    x = crops.float() / 255.0
+    params = params.to(x.device, x.dtype)
+    col = lambda i: params[:, i].view(-1, 1, 1, 1)  # noqa: E731
+
+    x = torch.where(col(FLIP) > 0, x.flip(-1), x)
+    if spec.jitter_prob > 0:
+        jittered = x
+        for position in range(4):  # op at this position, per sample
+            op_here = col(ORDER + position)
+            for op, index in enumerate((B, C, S, H)):
+                if spec.jitter[op] == 0:
+                    continue
+                jittered = torch.where(op_here == op, adjust(jittered, op, col(index)), jittered)
+        x = torch.where(col(JITTER) > 0, jittered, x)
+    if spec.grayscale_prob > 0:
+        x = torch.where(col(GRAY) > 0, _gray(x).expand_as(x), x)
+    if spec.blur_prob > 0:
+        x = torch.where(col(BLUR) > 0, gaussian_blur(x, params[:, SIGMA], blur_kernel_size(spec.size)), x)
+    if spec.solarize_prob > 0:
+        x = torch.where((col(SOLAR) > 0) & (x >= 128 / 255), 1.0 - x, x)
+    return (x - x.new_tensor(mean).view(1, 3, 1, 1)) / x.new_tensor(std).view(1, 3, 1, 1)
+
+
+class DeviceViews:
+    """Device half of ``data.gpu_augment``: the batched views ``[(crops (B, 3, S, S), params (B, P)), ...]``
+    -> ``[views (B, 3, S, S), ...]``, one pipeline per view spec."""
+
+    def __init__(self, transform: MultiViewTransform):
+        self.specs = [s for s in transform.specs for _ in range(s.count)]
+        self.mean, self.std = transform.mean, transform.std
+
+    def __call__(self, views: Sequence) -> list[torch.Tensor]:
+        return [augment_views(crops, params, spec, self.mean, self.std) for (crops, params), spec in zip(views, self.specs)]

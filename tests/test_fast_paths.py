@@ -1,0 +1,200 @@
+"""The fast paths (issue 9) change speed, not results: bf16-mixed for every method, channels_last, compile,
+batched device augmentation, no host synchronisation in the training step; and the benchmark harness runs."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from PIL import Image
+
+from ssl_lightning.backbones import resnet
+from ssl_lightning.train import train
+from ssl_lightning.transforms import MultiViewTransform
+from ssl_lightning.transforms.batched import CropViews, DeviceViews
+from tests.methods.test_training import IMAGE_METHODS, SMALL_HEADS
+from tests.conftest import text_overrides
+
+# 8-px images keep 17 bf16 runs inside the test budget (the ViT methods need their 16-px patch grid)
+SMALL_IMAGES = {m: ["data.image_size=8"] for m in ("simclr", "byol", "simsiam", "barlow_twins", "vicreg")}
+
+
+@contextlib.contextmanager
+def no_host_sync():
+    """Make ``.item()``, ``float(t)``, ``int(t)``, ``bool(t)`` and ``.tolist()`` of a tensor raise."""
+    names = ("item", "__float__", "__int__", "__bool__", "tolist")
+    saved = {n: getattr(torch.Tensor, n) for n in names}
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("host-device synchronisation in the training step")
+
+    for n in names:
+        setattr(torch.Tensor, n, refuse)
+    try:
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(torch.Tensor, n, f)
+
+
+@pytest.mark.parametrize("method", IMAGE_METHODS)
+def test_bf16_mixed_fast_dev_run_of_every_image_method(make_cfg, method, monkeypatch):
+    """bf16 autocast for every method; the training step (forward, loss) reads nothing back to the host."""
+    cfg = make_cfg(f"method={method}", "trainer.fast_dev_run=true", "trainer.precision=bf16-mixed",
+                   "callbacks=none", *SMALL_HEADS.get(method, []), *SMALL_IMAGES.get(method, []))
+    model_cls = instantiate(cfg.method, backbone=instantiate(cfg.backbone)).__class__
+    step = model_cls.training_step
+
+    def guarded(self, batch, batch_idx):
+        with no_host_sync():
+            return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(model_cls, "training_step", guarded)
+    metrics = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+
+
+@pytest.mark.parametrize("method", ["clm", "mlm"])
+def test_bf16_mixed_fast_dev_run_of_text_methods(make_cfg, tiny_corpus, method):
+    metrics = train(make_cfg(*text_overrides(tiny_corpus, method), "trainer.fast_dev_run=true",
+                             "trainer.precision=bf16-mixed"))
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+
+
+@pytest.mark.parametrize("name", ["nt_xent", "barlow_twins", "vicreg", "moco_v3", "sinkhorn"])
+def test_losses_are_computed_in_fp32_under_bf16_autocast(name):
+    """Autocast would run a matmul on fp32 inputs in bf16: the losses that need fp32 switch it off inside."""
+    from ssl_lightning import losses
+
+    fns = {"nt_xent": lambda a, b: losses.nt_xent_loss(a, b, 0.1),
+           "barlow_twins": lambda a, b: losses.barlow_twins_loss(a, b),
+           "vicreg": lambda a, b: losses.vicreg_loss(a, b)[0],
+           "moco_v3": lambda a, b: losses.moco_v3_loss(a, b, 0.2),
+           "sinkhorn": lambda a, b: losses.sinkhorn_knopp(a.float() / 8, 0.05, 3)}  # scores (N, K)
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(32, 64).bfloat16(), torch.randn(32, 64).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fns[name](z1, z2)
+    ref = fns[name](z1.float(), z2.float())  # the same bf16-rounded inputs, no autocast
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_channels_last_resnet_gives_the_same_features_and_gradients():
+    torch.manual_seed(0)
+    plain = resnet("resnet18", cifar_stem=True)
+    fast = resnet("resnet18", cifar_stem=True, channels_last=True)
+    fast.load_state_dict(plain.state_dict())
+    assert fast.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 16, 16)
+    a, b = plain(x), fast(x)
+    assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+    a.square().sum().backward()
+    b.square().sum().backward()
+    g, h = plain.conv1.weight.grad, fast.conv1.weight.grad
+    assert (g - h).norm() < 1e-4 * g.norm()
+
+
+def test_channels_last_trains(make_cfg):
+    metrics = train(make_cfg("method=byol", "backbone.channels_last=true", "trainer.fast_dev_run=true",
+                             "callbacks=none", *SMALL_HEADS["byol"], "data.image_size=8"))
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+
+
+@pytest.mark.slow  # inductor's C++ compile: about a minute on a 2-core CPU
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("gcc") is None, reason="torch.compile needs a C++ compiler on CPU")
+def test_compile_matches_eager(make_cfg):
+    """``method.compile=true`` compiles the backbone (and its momentum copy) in place: same outputs, same names."""
+    cfg = make_cfg("method=mae", *SMALL_HEADS["mae"], "backbone.depth=1", "method.compile=true", "data.image_size=8",
+                   "backbone.patch_size=4")
+    torch.manual_seed(0)
+    model = instantiate(cfg.method, backbone=instantiate(cfg.backbone))
+    x = torch.randn(2, 3, 8, 8)
+    eager = model(x)
+    names = set(model.state_dict())
+    model.configure_model()
+    assert torch.allclose(model(x), eager, atol=1e-5)
+    assert set(model.state_dict()) == names
+
+
+# -- batched device augmentation ------------------------------------------------------------------------
+
+def _images(n: int, size: int = 16) -> list[Image.Image]:
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(n, 3, 1, 1, generator=g) * 0.6 + 0.2 + 0.2 * torch.rand(n, 3, size, size, generator=g)
+    return [Image.fromarray((im.permute(1, 2, 0).clamp(0, 1) * 255).byte().numpy()) for im in base]
+
+
+def _batched(transform: MultiViewTransform, images, seed: int):
+    crop, device = CropViews(transform), DeviceViews(transform)
+    torch.manual_seed(seed)
+    items = [crop(im) for im in images]
+    views = [(torch.stack([it[v][0] for it in items]), torch.stack([it[v][1] for it in items])) for v in range(len(items[0]))]
+    return device(views)
+
+
+def test_device_augmentation_matches_the_pil_path_in_distribution():
+    transform = MultiViewTransform(size=16, jitter=(0.4, 0.4, 0.2, 0.1), blur_sigma=(0.1, 2.0),
+                                   views=[{"blur_prob": 1.0}, {"blur_prob": 0.1, "solarize_prob": 0.2}])
+    images = _images(160)
+    torch.manual_seed(1)
+    pil = [transform(im) for im in images]
+    batched = _batched(transform, images, seed=2)
+    for v in range(2):
+        p, q = torch.stack([x[v] for x in pil]), batched[v]
+        assert p.shape == q.shape
+        assert abs(p.mean() - q.mean()) < 0.1  # ~3 sd of the difference of 160-view means
+        assert abs(p.std() - q.std()) < 0.05
+        # per-view colourfulness (channel spread): drops under grayscale, moves under saturation / hue
+        spread = lambda t: t.std(dim=1).mean(dim=(1, 2))  # noqa: E731
+        assert abs(spread(p).mean() - spread(q).mean()) < 0.03
+        assert abs((spread(p) < 1e-3).float().mean() - (spread(q) < 1e-3).float().mean()) < 0.13  # grey views: p = 0.2, 160 draws each, ~3 sd of the difference
+        # sharpness (mean |horizontal gradient|): the blur probability of the view shows here
+        sharp = lambda t: (t[..., 1:] - t[..., :-1]).abs().mean()  # noqa: E731
+        assert abs(sharp(p) - sharp(q)) < 0.1 * sharp(p)
+
+
+def test_device_augmentation_is_deterministic_under_a_seed():
+    transform = MultiViewTransform(size=16)
+    images = _images(8)
+    a, b, c = _batched(transform, images, 3), _batched(transform, images, 3), _batched(transform, images, 4)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[0], c[0])
+
+
+def test_gpu_augment_trains(make_cfg):
+    metrics = train(make_cfg("method=simclr", "data.gpu_augment=true", "trainer.fast_dev_run=true", "callbacks=none",
+                             *SMALL_HEADS["simclr"], "data.image_size=8"))
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+
+
+def test_gpu_augment_refuses_a_transform_it_cannot_batch(make_cfg):
+
+    cfg = make_cfg("method=mae", "data.gpu_augment=true")
+    with pytest.raises(Exception, match="data.gpu_augment=True is not allowed: false with MaskedImageTransform"):
+        instantiate(cfg.data, train_transform=instantiate(cfg.augment))
+
+
+# -- the harness --------------------------------------------------------------------------------------
+
+def test_bench_translates_the_data_flag():
+    from ssl_lightning.bench import translate_argv
+
+    assert translate_argv(["bench", "--data", "seed=1"]) == ["bench", "mode=data", "seed=1"]
+
+
+@pytest.mark.parametrize("method", ["moco"])  # EMA and queue in both loops
+def test_bench_rows(tmp_path, method):
+    from hydra import compose, initialize_config_dir
+
+    from ssl_lightning.bench import bench_method
+    from ssl_lightning.config import config_dir
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("bench", overrides=[f"method={method}", f"paths.output_dir={tmp_path}", "data=synthetic",
+                                          "data.image_size=8", "data.batch_size=4", *SMALL_HEADS[method]])
+    row = bench_method(cfg, warmup=1, steps=1)
+    assert row["unit"] == "img" and row["batch"] == 4 and row["ours"] > 0 and row["plain"] > 0 and row["mem_ours"] > 0
