@@ -30,17 +30,19 @@ class TextTransformer(nn.Module):
         embed_dim, depth, num_heads, mlp_ratio: the usual sizes.
         dropout: on embeddings, attention weights and residual branches (0.1 in BERT and GPT-2).
         bias: biases in the linears and LayerNorms (BERT, GPT-2); nanoGPT leaves them out by default.
+        decay_embeddings: apply weight decay to the token and position embeddings too (nanoGPT decays every
+            2-D tensor); by default they take none, as in BERT and GPT-2 practice.
     """
 
     def __init__(self, vocab_size: int, max_seq_len: int, embed_dim: int = 256, depth: int = 4, num_heads: int = 4,
-                 mlp_ratio: float = 4.0, dropout: float = 0.1, bias: bool = True):
+                 mlp_ratio: float = 4.0, dropout: float = 0.1, bias: bool = True, decay_embeddings: bool = False):
         super().__init__()
         check(isinstance(vocab_size, int) and vocab_size > 0, "backbone.vocab_size", vocab_size,
               "a positive integer (set from the data's tokenizer when left null)")
         check(isinstance(max_seq_len, int) and max_seq_len > 0, "backbone.max_seq_len", max_seq_len, "a positive integer")
         check(embed_dim % num_heads == 0, "backbone.num_heads", num_heads, f"a divisor of embed_dim={embed_dim}")
         check(0 <= dropout < 1, "backbone.dropout", dropout, "a probability in [0, 1)")
-        self.vocab_size, self.max_seq_len = vocab_size, max_seq_len
+        self.vocab_size, self.max_seq_len, self.decay_embeddings = vocab_size, max_seq_len, decay_embeddings
         self.num_features = self.embed_dim = embed_dim
         self.token_embed = nn.Embedding(vocab_size, embed_dim)
         self.pos_embed = nn.Embedding(max_seq_len, embed_dim)
@@ -79,8 +81,9 @@ class TextTransformer(nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        """Embeddings take no weight decay (with biases and norms, which ``param_groups`` finds by ndim)."""
-        return {"token_embed.weight", "pos_embed.weight"}
+        """Embeddings take no weight decay unless ``decay_embeddings`` (biases and norms never do: ``param_groups``
+        finds them by ndim)."""
+        return set() if self.decay_embeddings else {"token_embed.weight", "pos_embed.weight"}
 
 
 __all__ = ["TextTransformer"]

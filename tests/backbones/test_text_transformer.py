@@ -59,6 +59,15 @@ def test_no_weight_decay_on_embeddings_biases_and_norms():
     assert all(p.ndim == 2 and "embed" not in names[id(p)] for p in decay["params"])
 
 
+def test_decay_embeddings_decays_every_matrix_as_nanogpt():
+    model = tiny(decay_embeddings=True, bias=False)
+    decay, no_decay = param_groups(model, 0.1)
+    matrices = {n for n, p in model.named_parameters() if p.ndim == 2}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)] for p in decay["params"]} == matrices >= {"token_embed.weight", "pos_embed.weight"}
+    assert all(p.ndim == 1 for p in no_decay["params"])  # the LayerNorm weights only
+
+
 def test_bad_sizes_are_named():
     with pytest.raises(ConfigError, match="backbone.vocab_size=None is not allowed"):
         TextTransformer(vocab_size=None, max_seq_len=8)
