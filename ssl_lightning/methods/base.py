@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from ssl_lightning.config import check
+from ssl_lightning.distributed import world_size
+from ssl_lightning.nn import convert_sync_batchnorm
 from ssl_lightning.optim import LR_SCALING, param_groups, scaled_lr
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -31,6 +33,9 @@ class SSLMethod(L.LightningModule):
             gradient-accumulation steps): ``"linear"``, LR = lr x B / 256 (Goyal et al., 2017; SimCLR, BYOL,
             SimSiam, MoCo v3); ``"sqrt"``, LR = lr x sqrt(B) (SimCLR, Appendix B.1, better for small batches
             and short schedules); ``"none"``, LR = lr.
+        sync_batchnorm: with more than one rank, replace every BatchNorm of the module (backbone, heads,
+            teachers) by :class:`~ssl_lightning.nn.SyncBatchNorm`, so batch statistics are those of the
+            global batch (the paper's choice is in each ``conf/method/*.yaml``). Works on CPU (gloo) and GPUs.
     """
 
     #: smallest per-device batch the method can train on (BatchNorm statistics, negatives)
@@ -42,6 +47,7 @@ class SSLMethod(L.LightningModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         lr_scaling: str = "linear",
+        sync_batchnorm: bool = False,
     ):
         super().__init__()
         check(hasattr(backbone, "num_features"), "backbone", type(backbone).__name__, "a module exposing num_features")
@@ -57,6 +63,8 @@ class SSLMethod(L.LightningModule):
         if "final_lr_ratio" in sched:
             check(0 <= sched["final_lr_ratio"] <= 1, "method.scheduler.final_lr_ratio", sched["final_lr_ratio"], "a fraction in [0, 1]")
         self.lr_scaling = lr_scaling
+        check(isinstance(sync_batchnorm, bool), "method.sync_batchnorm", sync_batchnorm, "true or false")
+        self.sync_batchnorm = sync_batchnorm
         self.run_config: dict[str, Any] | None = None  # the resolved Hydra config, stored in checkpoints
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -66,6 +74,14 @@ class SSLMethod(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         x, y = batch
         return {"h": self(x), "y": y}
+
+    def configure_model(self) -> None:
+        """Model surgery Lightning allows before DDP wrapping and before the optimizer is built (the process
+        group exists by then): SyncBatchNorm everywhere when ``sync_batchnorm`` and more than one rank. The
+        conversion keeps the parameter objects, so parameter groups, LARS exclusions and EMA pairs are
+        unchanged, and it converts the teachers too (they are submodules)."""
+        if self.sync_batchnorm and world_size() > 1:
+            convert_sync_batchnorm(self)
 
     # -- optimisation -----------------------------------------------------------------------------------
 

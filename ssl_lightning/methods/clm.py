@@ -23,8 +23,9 @@ class CLM(TextMethod):
 
     is_causal = True
 
-    def __init__(self, backbone, optimizer, scheduler=None, lr_scaling: str = "none", grad_clip: float | None = 1.0):
-        super().__init__(backbone, optimizer, scheduler, lr_scaling, grad_clip)
+    def __init__(self, backbone, optimizer, scheduler=None, lr_scaling: str = "none", grad_clip: float | None = 1.0,
+                 sync_batchnorm: bool = False):
+        super().__init__(backbone, optimizer, scheduler, lr_scaling, grad_clip, sync_batchnorm=sync_batchnorm)
         self.collator = CausalLMCollator()
 
     def head(self, h: torch.Tensor) -> torch.Tensor:

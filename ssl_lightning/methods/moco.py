@@ -47,8 +47,8 @@ class MoCo(SSLMethod):
 
     def __init__(self, backbone, optimizer, scheduler=None, proj_hidden_dim: int = 2048, proj_output_dim: int = 128,
                  temperature: float = 0.2, queue_size: int = 65536, tau: float = 0.999, symmetric: bool = False,
-                 lr_scaling: str = "linear"):
-        super().__init__(backbone, optimizer, scheduler, lr_scaling)
+                 lr_scaling: str = "linear", sync_batchnorm: bool = False):
+        super().__init__(backbone, optimizer, scheduler, lr_scaling, sync_batchnorm=sync_batchnorm)
         check(isinstance(temperature, (int, float)) and temperature > 0, "method.temperature", temperature, "a float > 0")
         check(isinstance(queue_size, int) and not isinstance(queue_size, bool) and queue_size >= 1, "method.queue_size",
               queue_size, "an integer >= 1 (the number of negative keys; 65536 in the paper)")
@@ -89,12 +89,14 @@ class MoCo(SSLMethod):
         q1 = self.projector(h1)  # (B, D)
         k2 = self.keys(x2)
         loss = moco_loss(q1, k2, self.queue, self.temperature)
-        new_keys = k2
+        new_keys = gather_no_grad(k2)  # (W*B, D): every rank's keys, in rank order
         if self.symmetric:
             q2 = self.projector(self.backbone(x2))
             k1 = self.keys(x1)
             loss = loss + moco_loss(q2, k1, self.queue, self.temperature)
-            new_keys = torch.cat([k2, k1])  # (2B, D): each image's two keys, each enqueued once
+            # (2*W*B, D): each image's two keys, each enqueued once, in the order one process with the global
+            # batch would enqueue them (all second-view keys, then all first-view keys)
+            new_keys = torch.cat([new_keys, gather_no_grad(k1)])
         self.log("train/loss", loss, prog_bar=True)
         self.log_lr()
-        return {"loss": loss, "h": h1.detach(), "z": q1.detach(), "enqueue": gather_no_grad(new_keys)}
+        return {"loss": loss, "h": h1.detach(), "z": q1.detach(), "enqueue": new_keys}

@@ -56,8 +56,8 @@ class SwAV(SSLMethod):
                  num_prototypes: int = 3000, temperature: float = 0.1, epsilon: float = 0.05,
                  sinkhorn_iterations: int = 3, crops_for_assign: Sequence[int] = (0, 1),
                  freeze_prototypes_epochs: int = 1, queue_length: int = 0, queue_start_epoch: int = 15,
-                 lr_scaling: str = "linear"):
-        super().__init__(backbone, optimizer, scheduler, lr_scaling)
+                 lr_scaling: str = "linear", sync_batchnorm: bool = False):
+        super().__init__(backbone, optimizer, scheduler, lr_scaling, sync_batchnorm=sync_batchnorm)
         crops_for_assign = list(crops_for_assign)
         check(isinstance(temperature, (int, float)) and temperature > 0, "method.temperature", temperature, "a float > 0")
         check(isinstance(epsilon, (int, float)) and epsilon > 0, "method.epsilon", epsilon, "a float > 0 (0.05 in the paper)")
