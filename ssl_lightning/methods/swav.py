@@ -141,7 +141,7 @@ class SwAV(SSLMethod):
         h = self.forward_views(views)  # (V*B, F)
         z = F.normalize(self.projector(h), dim=1)  # (V*B, D)
         with torch.autocast(device_type=z.device.type, enabled=False):
-            scores = self.prototypes(z.float())  # (V*B, K), fp32
+            scores = z.float() @ self.prototypes.weight.float().T  # (V*B, K), fp32 whatever the weights' dtype
         z_crops = z.detach().split(n)
         codes = [self.codes(z_crops[c], c, slot) for slot, c in enumerate(self.crops_for_assign)]
         loss = swav_loss(scores.split(n), codes, self.crops_for_assign, self.temperature)
