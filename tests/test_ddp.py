@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -229,3 +230,52 @@ def test_sync_batchnorm_matches_batchnorm_on_the_global_batch(ranks):
         torch.testing.assert_close(got["b_grad"], bn.bias.grad, rtol=0, atol=1e-12)
         torch.testing.assert_close(got["running_mean"], bn.running_mean, rtol=0, atol=1e-12)
         torch.testing.assert_close(got["running_var"], bn.running_var, rtol=0, atol=1e-12)  # unbiased, as BN
+
+
+# -- the command line with trainer.devices=2: Lightning re-launches the script for rank 1 ----------------
+
+CLI = [sys.executable, "-m", "ssl_lightning.train", "method=simclr", "trainer.accelerator=cpu", "trainer.devices=2",
+       "data=synthetic", "data.image_size=8", "data.num_samples=32", "data.batch_size=4", "trainer.max_steps=2",
+       "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1",
+       *SMALL_HEADS["simclr"]]
+
+
+def _run_cli(cwd: Path, *args: str, multirun: bool = False) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    command = [*CLI[:3], *(["-m"] if multirun else []), *CLI[3:], *args]
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group: rank 1 included
+    try:
+        _, stderr = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:  # e.g. a job waiting for a rank that was never launched
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stderr[-3000:]
+
+
+def _check_run_dir(run: Path, steps: int) -> None:
+    """One config.yaml, one .hydra/, one TensorBoard events file, checkpoints/last.ckpt, and the metrics of
+    rank 0 after ``steps`` global steps: nothing written twice by the second rank."""
+    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").exists()
+    assert [p.name for p in run.rglob(".hydra")] == [".hydra"]
+    assert len(list(run.rglob("events.out.tfevents*"))) == 1
+    assert len([p for p in run.rglob("config.yaml") if p.parent.name != ".hydra"]) == 1
+    assert '"global_step": %d' % steps in (run / "metrics.json").read_text()
+
+
+def test_cli_two_devices_writes_one_run_dir(tmp_path):
+    _run_cli(tmp_path, f"hydra.run.dir={tmp_path / 'run'}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no second (timestamped) dir from rank 1
+    _check_run_dir(tmp_path / "run", steps=2)
+
+
+def test_cli_two_devices_multirun_one_dir_per_job(tmp_path):
+    """Each job's rank 1 runs that job only (not the whole sweep again), and the next job launches its own."""
+    _run_cli(tmp_path, "method.temperature=0.1,0.5", "trainer.max_steps=1", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+             "~callbacks.knn", "~callbacks.linear_probe", "~callbacks.embedding_projector", "~callbacks.view_grid", multirun=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["0", "1", "multirun.yaml"]
+    for job, temperature in (("0", 0.1), ("1", 0.5)):
+        _check_run_dir(tmp_path / "sweep" / job, steps=1)
+        assert f"temperature: {temperature}" in (tmp_path / "sweep" / job / "config.yaml").read_text()
