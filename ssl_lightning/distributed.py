@@ -78,6 +78,14 @@ def gather_uneven(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def broadcast_(t: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """In-place copy of rank ``src``'s ``t`` to every rank (no-op without a process group)."""
+    if world_size() > 1:
+        dist.broadcast(t, src=src)
+    return t
+
+
+@torch.no_grad()
 def all_reduce_mean_(t: torch.Tensor) -> torch.Tensor:
     """In-place mean over ranks (no-op without a process group)."""
     if world_size() > 1:

@@ -37,7 +37,9 @@ WORLD, B = 2, 4  # 2 ranks x 4 samples = the single process's 8
 LR = 0.05
 CASES = {  # method -> (extra overrides, optimisation steps)
     "simclr": ([], 1),
-    "moco": (["method.symmetric=true"], 3),  # symmetric: 2 keys per image, the harder enqueue order
+    # SyncBN instead of the paper's Shuffle-BN (which is per-device BN by design; tested on its own below);
+    # symmetric: 2 keys per image, the harder enqueue order
+    "moco": (["method.symmetric=true", "method.sync_batchnorm=true", "method.shuffle_bn=false"], 3),
     "swav": (["method.freeze_prototypes_epochs=0", "method.queue_length=16", "method.queue_start_epoch=0"], 1),
     "barlow_twins": ([], 1),
     "vicreg": ([], 1),
@@ -116,6 +118,22 @@ def _syncbn_case(rank: int) -> dict:
             "running_mean": bn.running_mean, "running_var": bn.running_var, "eval": bn(x[mine]).detach()}
 
 
+def build_shuffle_bn(tmp: Path):
+    cfg = compose_config(tmp, "method=moco", *SMALL_HEADS["moco"], *TINY)  # the paper's default: Shuffle-BN
+    torch.manual_seed(0)
+    model = instantiate(cfg.method, backbone=instantiate(cfg.backbone)).double().train()
+    x = torch.randn(WORLD * B, 3, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    return model, x
+
+
+def _shuffle_bn_case(rank: int, tmp: Path) -> torch.Tensor:
+    model, x = build_shuffle_bn(tmp)
+    assert model.shuffle_bn and not model.sync_batchnorm
+    model.configure_model()  # no SyncBN
+    torch.manual_seed(5)  # rank 0's permutation is drawn from it (and broadcast)
+    return model.keys(x[rank * B : (rank + 1) * B])
+
+
 def _worker(rank: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -123,6 +141,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     try:
         dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=120))
         result["syncbn"] = _syncbn_case(rank)
+        result["shuffle_bn"] = _shuffle_bn_case(rank, Path(out_dir))
         for method in CASES:
             model, views, steps = build(method, Path(out_dir))
             model.configure_model()  # the Lightning hook: SyncBatchNorm when the YAML asks for it
@@ -204,6 +223,22 @@ def test_two_ranks_step_like_one_process(ranks, tmp_path, method):
     # identical on both ranks, bit for bit: the EMA teachers, the queues, every weight
     for key, value in results[0][method]["states"][-1].items():
         assert torch.equal(value, results[1][method]["states"][-1][key]), key
+
+
+def test_moco_shuffle_bn_encodes_shuffled_shards_and_unshuffles(ranks, tmp_path):
+    """Rank r's keys are those of its own samples, encoded (plain per-device BN) within the shard of the
+    permuted global batch that their rank drew; without the shuffle they would differ (other BN statistics)."""
+    results = _results(ranks)
+    model, x = build_shuffle_bn(tmp_path)
+    torch.manual_seed(5)
+    perm = torch.randperm(WORLD * B)
+    shards = perm.view(WORLD, B)
+    assert set(shards[0].tolist()) != set(range(B))  # the shuffle moves samples across ranks
+    keys = torch.cat([model.encode_keys(x[shard]) for shard in shards])[torch.argsort(perm)]  # (W*B, D), in order
+    for rank, res in enumerate(results):
+        mine = slice(rank * B, (rank + 1) * B)
+        torch.testing.assert_close(res["shuffle_bn"], keys[mine], rtol=0, atol=1e-6)
+        assert (res["shuffle_bn"] - model.encode_keys(x[mine])).abs().max() > 1e-3  # local BN would give others
 
 
 def test_sync_batchnorm_matches_batchnorm_on_the_global_batch(ranks):
