@@ -314,3 +314,34 @@ def test_cli_two_devices_multirun_one_dir_per_job(tmp_path):
     for job, temperature in (("0", 0.1), ("1", 0.5)):
         _check_run_dir(tmp_path / "sweep" / job, steps=1)
         assert f"temperature: {temperature}" in (tmp_path / "sweep" / job / "config.yaml").read_text()
+
+
+def test_conversion_keeps_parameters_groups_and_teachers(tmp_path):
+    """The SyncBN conversion (done in configure_model before DDP and the optimizer) swaps the layers only:
+    the same parameter and buffer objects, the same checkpoint keys and parameter groups (BN parameters
+    still excluded from decay and LARS), teachers converted like their students, and idempotent."""
+    from ssl_lightning.nn import convert_sync_batchnorm
+
+    model, views, _ = build("byol", tmp_path)
+    before = {k: v for k, v in model.state_dict(keep_vars=True).items()}
+    groups = [[id(p) for p in g["params"]] for g in model.parameter_groups(1e-6)]
+    out = model(views[0])
+    convert_sync_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d) for m in model.modules())
+    assert isinstance(model.teacher_backbone.bn1, SyncBatchNorm) and isinstance(model.projector[1], SyncBatchNorm)
+    after = model.state_dict(keep_vars=True)
+    assert list(after) == list(before) and all(after[k] is v for k, v in before.items())
+    assert [[id(p) for p in g["params"]] for g in model.parameter_groups(1e-6)] == groups
+    torch.testing.assert_close(model(views[0]), out)  # one process: plain BatchNorm
+    layers = list(model.modules())
+    convert_sync_batchnorm(model)
+    assert all(a is b for a, b in zip(layers, model.modules()))
+
+
+def test_trainer_sync_batchnorm_on_cpu_points_to_method_sync_batchnorm(tmp_path):
+    from ssl_lightning import train as train_module
+    from ssl_lightning.config import ConfigError
+
+    cfg = compose_config(tmp_path, "trainer.sync_batchnorm=true")
+    with pytest.raises(ConfigError, match=r"trainer.sync_batchnorm=True is not allowed: .*method.sync_batchnorm=true"):
+        train_module.build(cfg)
