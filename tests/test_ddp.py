@@ -44,6 +44,8 @@ CASES = {  # method -> (extra overrides, optimisation steps)
     "barlow_twins": ([], 1),
     "vicreg": ([], 1),
     "byol": ([], 3),
+    "simsiam": ([], 1),  # beyond the list: the other BatchNorm-statistics methods
+    "mocov3": ([], 2),
 }
 TINY = ["data.image_size=8"]  # 8-px images: the CIFAR-stem ResNet-18 still has BatchNorm2d everywhere
 # The models run in float64, but the pure losses compute in fp32 by design (and SwAV's Sinkhorn too), so
