@@ -24,9 +24,13 @@ def rank() -> int:
 class _GatherWithGrad(torch.autograd.Function):
     """all_gather whose backward sums the incoming gradients over ranks and returns this rank's slice.
 
-    Rank r's loss depends on every rank's slice, so d(sum_r loss_r)/d(x_s) = sum_r dloss_r/dX[s]: an
-    all_reduce(SUM) of the gathered gradient. DDP then divides parameter gradients by the world size, which
-    gives exactly the gradient of the mean loss over the global batch.
+    Every method makes the global loss the mean of the ranks' losses, L = (1/W) sum_r loss_r: either each
+    rank's loss is the mean over its own anchors (SimCLR, MoCo, SwAV, BYOL), or every rank computes the same
+    global loss from gathered tensors (Barlow Twins, VICReg; then loss_r = L). Rank s's slice x_s enters
+    every loss_r through the gather, so d(sum_r loss_r)/dx_s = sum_r dloss_r/dX[s]: an all_reduce(SUM) of
+    the gathered gradient, sliced. Together with the direct path (x_s in loss_s) each rank thus holds
+    W * dL/dx_s, and DDP's *mean* of the parameter gradients over ranks gives exactly dL/dtheta, the
+    single-process gradient on the global batch (tests/test_ddp.py checks this for every method).
     """
 
     @staticmethod
@@ -37,7 +41,7 @@ class _GatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous()
+        grad = grad.clone(memory_format=torch.contiguous_format)  # autograd may share the incoming tensor
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         n = grad.shape[0] // dist.get_world_size()
         return grad[dist.get_rank() * n : (dist.get_rank() + 1) * n]
@@ -71,6 +75,14 @@ def gather_uneven(x: torch.Tensor) -> torch.Tensor:
     padded[: x.shape[0]] = x
     full = gather_no_grad(padded)
     return torch.cat([full[i * max(sizes) : i * max(sizes) + s] for i, s in enumerate(sizes)])
+
+
+@torch.no_grad()
+def broadcast_(t: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """In-place copy of rank ``src``'s ``t`` to every rank (no-op without a process group)."""
+    if world_size() > 1:
+        dist.broadcast(t, src=src)
+    return t
 
 
 @torch.no_grad()

@@ -15,15 +15,17 @@ from typing import Any, TypeVar
 
 import hydra
 import lightning as L
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from ssl_lightning import launch
 from ssl_lightning.callbacks.nonfinite import NonFiniteLossError
 from ssl_lightning.checkpoint import load_checkpoint
-from ssl_lightning.config import ConfigError, config_dir
+from ssl_lightning.config import ConfigError, check, config_dir
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,6 +50,15 @@ def checkpoint_to_resume(cfg: DictConfig) -> str | None:
         log.info("resume=auto: no %s yet, starting from scratch", last)
         return None
     raise ConfigError(f"resume={resume!r} has no checkpoints/last.ckpt: give 'auto' or a run directory of a previous run")
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """Lightning's ``trainer.sync_batchnorm`` swaps in ``torch.nn.SyncBatchNorm``, which runs on CUDA only;
+    ``method.sync_batchnorm`` (ssl_lightning's SyncBatchNorm) works with gloo on CPU and NCCL on GPUs."""
+    on_cpu = cfg.trainer.get("accelerator") == "cpu" or not torch.cuda.is_available()
+    check(not (cfg.trainer.get("sync_batchnorm") and on_cpu), "trainer.sync_batchnorm", True,
+          "false on CPU (torch's SyncBatchNorm runs on CUDA only): set method.sync_batchnorm=true instead, "
+          "which works with gloo on CPU and NCCL on GPUs")
 
 
 def check_compatible(method, datamodule, transform) -> None:
@@ -101,6 +112,7 @@ def build(cfg: DictConfig):
     """Instantiate augmentation, data, backbone, method, callbacks and loggers, validating everything
     before any training starts; all problems are reported together."""
     problems = _Problems()
+    problems.attempt(lambda: check_trainer(cfg))
     transform = problems.attempt(lambda: instantiate(cfg.augment)) if cfg.get("augment") else None
     datamodule = problems.attempt(lambda: instantiate(cfg.data, train_transform=transform))
     if datamodule is not None:
@@ -159,8 +171,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    launch.install()  # trainer.devices=N under Hydra: each child rank runs this very job
     try:
-        metrics = train(cfg)
+        with launch.hydra_job():
+            metrics = train(cfg)
     except (ConfigError, InstantiationException) as e:
         error = _config_error(e)
         if error is None:

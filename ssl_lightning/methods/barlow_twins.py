@@ -32,8 +32,9 @@ class BarlowTwins(SSLMethod):
     min_batch_size = 2  # batch statistics
 
     def __init__(self, backbone, optimizer, scheduler=None, proj_hidden_dim: int = 8192, proj_output_dim: int = 8192,
-                 lambd: float = 0.0051, bias_lr: float = 0.0048, lr_scaling: str = "linear", compile: bool = False):
-        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile)
+                 lambd: float = 0.0051, bias_lr: float = 0.0048, lr_scaling: str = "linear",
+                 compile: bool = False, sync_batchnorm: bool = False):
+        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile, sync_batchnorm=sync_batchnorm)
         for key, value in (("proj_hidden_dim", proj_hidden_dim), ("proj_output_dim", proj_output_dim)):
             check(type(value) is int and value >= 1, f"method.{key}", value, "a layer width, an integer >= 1")
         check(type(lambd) in (int, float) and lambd > 0, "method.lambd", lambd,

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from ssl_lightning.config import check
+from ssl_lightning.distributed import world_size
+from ssl_lightning.nn import convert_sync_batchnorm
 from ssl_lightning.optim import LR_SCALING, param_groups, scaled_lr
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -33,6 +35,9 @@ class SSLMethod(L.LightningModule):
             and short schedules); ``"none"``, LR = lr.
         compile: ``torch.compile`` the backbone and its momentum copy (if any) in place
             (``nn.Module.compile``: parameter names and checkpoints are unchanged) when training starts.
+        sync_batchnorm: with more than one rank, replace every BatchNorm of the module (backbone, heads,
+            teachers) by :class:`~ssl_lightning.nn.SyncBatchNorm`, so batch statistics are those of the
+            global batch (the paper's choice is in each ``conf/method/*.yaml``). Works on CPU (gloo) and GPUs.
     """
 
     #: smallest per-device batch the method can train on (BatchNorm statistics, negatives)
@@ -45,6 +50,7 @@ class SSLMethod(L.LightningModule):
         scheduler: SchedulerFactory | None = None,
         lr_scaling: str = "linear",
         compile: bool = False,
+        sync_batchnorm: bool = False,
     ):
         super().__init__()
         check(hasattr(backbone, "num_features"), "backbone", type(backbone).__name__, "a module exposing num_features")
@@ -61,6 +67,8 @@ class SSLMethod(L.LightningModule):
             check(0 <= sched["final_lr_ratio"] <= 1, "method.scheduler.final_lr_ratio", sched["final_lr_ratio"], "a fraction in [0, 1]")
         self.lr_scaling = lr_scaling
         self.compile_backbone, self._compiled = bool(compile), False
+        check(isinstance(sync_batchnorm, bool), "method.sync_batchnorm", sync_batchnorm, "true or false")
+        self.sync_batchnorm = sync_batchnorm
         self.run_config: dict[str, Any] | None = None  # the resolved Hydra config, stored in checkpoints
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,7 +79,7 @@ class SSLMethod(L.LightningModule):
         x, y = batch
         return {"h": self(x), "y": y}
 
-    # -- fast paths -------------------------------------------------------------------------------------
+    # -- model surgery before training: SyncBN, compilation ----------------------------------------------
 
     def compile_targets(self) -> list[nn.Module]:
         """What ``compile=true`` compiles: the backbone and the teacher that mirrors it."""
@@ -79,7 +87,16 @@ class SSLMethod(L.LightningModule):
         return [self.backbone] + [teacher for student, teacher in pairs if student is self.backbone]
 
     def configure_model(self) -> None:
-        """Lightning calls this once the module is on its device, before the optimizers are built."""
+        """Model surgery Lightning allows once the module is on its device, before DDP wrapping and before the
+        optimizer is built (the process group exists by then).
+
+        1. SyncBatchNorm everywhere when ``sync_batchnorm`` and more than one rank. The conversion keeps the
+           parameter objects, so parameter groups, LARS exclusions and EMA pairs are unchanged, and it converts
+           the teachers too (they are submodules).
+        2. Then ``compile``: the compiled graphs must see the final (synchronised) BatchNorm layers.
+        """
+        if self.sync_batchnorm and world_size() > 1:
+            convert_sync_batchnorm(self)
         if self.compile_backbone and not self._compiled:
             for module in self.compile_targets():
                 module.compile()

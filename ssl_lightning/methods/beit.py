@@ -53,8 +53,9 @@ class BEiT(SSLMethod):
 
     def __init__(self, backbone, optimizer, scheduler=None, mask_ratio: float = 0.4, vocab_size: int = 8192,
                  tokenizer_path: str | None = None, tokenizer_fit_images: int = 10000, tokenizer_fit_patches: int = 200000,
-                 tokenizer_fit_iters: int = 20, clip_grad: float = 3.0, lr_scaling: str = "linear", compile: bool = False):
-        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile)
+                 tokenizer_fit_iters: int = 20, clip_grad: float = 3.0, lr_scaling: str = "linear",
+                 compile: bool = False, sync_batchnorm: bool = False):
+        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile, sync_batchnorm=sync_batchnorm)
         check(isinstance(backbone, VisionTransformer), "backbone", type(backbone).__name__,
               "a ViT (e.g. backbone=vit_tiny_p2, vit_tiny, vit_small): BEiT masks image patches")
         check_mask_ratio(mask_ratio)

@@ -27,8 +27,9 @@ class BYOL(SSLMethod):
     """
 
     def __init__(self, backbone, optimizer, scheduler=None, proj_hidden_dim: int = 4096, proj_output_dim: int = 256,
-                 pred_hidden_dim: int = 4096, base_tau: float = 0.996, final_tau: float = 1.0, lr_scaling: str = "linear", compile: bool = False):
-        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile)
+                 pred_hidden_dim: int = 4096, base_tau: float = 0.996, final_tau: float = 1.0, lr_scaling: str = "linear",
+                 compile: bool = False, sync_batchnorm: bool = False):
+        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile, sync_batchnorm=sync_batchnorm)
         self.momentum_update = MomentumUpdate(base_tau, final_tau)  # validates tau before training
         self.projector = MLP([backbone.num_features, proj_hidden_dim, proj_output_dim])
         self.predictor = MLP([proj_output_dim, pred_hidden_dim, proj_output_dim])

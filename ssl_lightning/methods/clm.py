@@ -24,8 +24,8 @@ class CLM(TextMethod):
     is_causal = True
 
     def __init__(self, backbone, optimizer, scheduler=None, lr_scaling: str = "none", grad_clip: float | None = 1.0,
-                 compile: bool = False):
-        super().__init__(backbone, optimizer, scheduler, lr_scaling, grad_clip, compile=compile)
+                 compile: bool = False, sync_batchnorm: bool = False):
+        super().__init__(backbone, optimizer, scheduler, lr_scaling, grad_clip, compile=compile, sync_batchnorm=sync_batchnorm)
         self.collator = CausalLMCollator()
 
     def head(self, h: torch.Tensor) -> torch.Tensor:

@@ -52,8 +52,8 @@ class Jigsaw(SSLMethod):
 
     def __init__(self, backbone, optimizer, scheduler=None, grid_size: int = 3, num_permutations: int = 100,
                  permutation_seed: int = 0, permutation_criterion: str = "min", tile_dim: int = 512,
-                 hidden_dim: int = 4096, lr_scaling: str = "linear", compile: bool = False):
-        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile)
+                 hidden_dim: int = 4096, lr_scaling: str = "linear", compile: bool = False, sync_batchnorm: bool = False):
+        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile, sync_batchnorm=sync_batchnorm)
         check(isinstance(tile_dim, int) and tile_dim > 0, "method.tile_dim", tile_dim, "a width > 0")
         check(isinstance(hidden_dim, int) and hidden_dim > 0, "method.hidden_dim", hidden_dim, "a width > 0")
         perms = hamming_permutations(num_permutations, grid_size, permutation_seed, permutation_criterion)

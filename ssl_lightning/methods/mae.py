@@ -40,8 +40,8 @@ class MAE(SSLMethod):
 
     def __init__(self, backbone, optimizer, scheduler=None, mask_ratio: float = 0.75, decoder_dim: int = 512,
                  decoder_depth: int = 8, decoder_num_heads: int = 16, norm_pix_loss: bool = True, grid_images: int = 8,
-                 lr_scaling: str = "linear", compile: bool = False):
-        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile)
+                 lr_scaling: str = "linear", compile: bool = False, sync_batchnorm: bool = False):
+        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile, sync_batchnorm=sync_batchnorm)
         check(isinstance(backbone, VisionTransformer), "backbone", type(backbone).__name__,
               "a ViT (e.g. backbone=vit_tiny_p2, vit_tiny, vit_small): MAE encodes image patches")
         masking = RandomMasking(mask_ratio)

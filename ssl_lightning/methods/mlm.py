@@ -32,8 +32,8 @@ class MLM(TextMethod):
 
     def __init__(self, backbone, optimizer, scheduler=None, mask_prob: float = 0.15, mask_token_prob: float = 0.8,
                  random_token_prob: float = 0.1, lr_scaling: str = "none", grad_clip: float | None = 1.0,
-                 compile: bool = False):
-        super().__init__(backbone, optimizer, scheduler, lr_scaling, grad_clip, compile=compile)
+                 compile: bool = False, sync_batchnorm: bool = False):
+        super().__init__(backbone, optimizer, scheduler, lr_scaling, grad_clip, compile=compile, sync_batchnorm=sync_batchnorm)
         check(0 < mask_prob < 1, "method.mask_prob", mask_prob, "a probability in (0, 1)")
         check(0 <= mask_token_prob <= 1, "method.mask_token_prob", mask_token_prob, "a probability in [0, 1]")
         check(0 <= random_token_prob <= 1 - mask_token_prob, "method.random_token_prob", random_token_prob,

@@ -10,7 +10,7 @@ from torch import nn
 
 from ssl_lightning.callbacks import MomentumUpdate, QueueUpdate, ring_enqueue_
 from ssl_lightning.config import check
-from ssl_lightning.distributed import gather_no_grad
+from ssl_lightning.distributed import broadcast_, gather_no_grad, rank, world_size
 from ssl_lightning.heads import MLP
 from ssl_lightning.losses import moco_loss
 from ssl_lightning.methods.base import SSLMethod
@@ -40,6 +40,10 @@ class MoCo(SSLMethod):
             the two InfoNCE terms, as in the authors' CIFAR-10 demo); the keys of both views are enqueued,
             each once.
         proj_hidden_dim, proj_output_dim: projector widths (the head has no BN, as in MoCo v2).
+        shuffle_bn: Shuffle-BN (Sec. 3.3): the key encoder sees the global batch shuffled across ranks, so
+            a query and its positive key never share BatchNorm statistics (the leak the paper guards
+            against); the keys are unshuffled afterwards. Only acts with more than one rank, and excludes
+            ``sync_batchnorm`` (global statistics would make the shuffle pointless).
     """
 
     min_batch_size = 2
@@ -47,13 +51,15 @@ class MoCo(SSLMethod):
 
     def __init__(self, backbone, optimizer, scheduler=None, proj_hidden_dim: int = 2048, proj_output_dim: int = 128,
                  temperature: float = 0.2, queue_size: int = 65536, tau: float = 0.999, symmetric: bool = False,
-                 lr_scaling: str = "linear", compile: bool = False):
-        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile)
+                 shuffle_bn: bool = False, lr_scaling: str = "linear", compile: bool = False, sync_batchnorm: bool = False):
+        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile, sync_batchnorm=sync_batchnorm)
+        check(not (shuffle_bn and sync_batchnorm), "method.shuffle_bn", shuffle_bn,
+              "false with method.sync_batchnorm=true (choose one: Shuffle-BN as in the paper, or SyncBN)")
         check(isinstance(temperature, (int, float)) and temperature > 0, "method.temperature", temperature, "a float > 0")
         check(isinstance(queue_size, int) and not isinstance(queue_size, bool) and queue_size >= 1, "method.queue_size",
               queue_size, "an integer >= 1 (the number of negative keys; 65536 in the paper)")
         check(isinstance(tau, (int, float)) and 0.0 <= tau <= 1.0, "method.tau", tau, "a momentum in [0, 1]")
-        self.temperature, self.symmetric = temperature, bool(symmetric)
+        self.temperature, self.symmetric, self.shuffle_bn = temperature, bool(symmetric), bool(shuffle_bn)
         self.momentum_update = MomentumUpdate(tau, tau)  # constant momentum
         self.queue_update = QueueUpdate()
         self.projector = MLP([backbone.num_features, proj_hidden_dim, proj_output_dim], norm=False)
@@ -74,8 +80,18 @@ class MoCo(SSLMethod):
 
     @torch.no_grad()
     def keys(self, x: torch.Tensor) -> torch.Tensor:
-        """The key encoder's forward, (B, 3, H, W) -> L2-normalised keys (B, D). All key computation goes
-        through here, so Shuffle-BN (shuffle the batch across ranks before, unshuffle after) fits in one place."""
+        """The key encoder's forward, (B, 3, H, W) -> L2-normalised keys (B, D), with Shuffle-BN when enabled:
+        the global batch is gathered, permuted by a permutation drawn on rank 0, each rank encodes its
+        shard of the permuted batch, and the keys are gathered and put back in order."""
+        if not (self.shuffle_bn and world_size() > 1):
+            return self.encode_keys(x)
+        x_all = gather_no_grad(x)  # (W*B, 3, H, W)
+        perm = broadcast_(torch.randperm(x_all.shape[0], device=x.device))
+        k_all = gather_no_grad(self.encode_keys(x_all[perm.view(world_size(), -1)[rank()]]))  # (W*B, D), permuted
+        return k_all[torch.argsort(perm)].view(world_size(), x.shape[0], -1)[rank()]
+
+    @torch.no_grad()
+    def encode_keys(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.key_projector(self.key_backbone(x)).float(), dim=1)
 
     @torch.no_grad()
@@ -89,12 +105,14 @@ class MoCo(SSLMethod):
         q1 = self.projector(h1)  # (B, D)
         k2 = self.keys(x2)
         loss = moco_loss(q1, k2, self.queue, self.temperature)
-        new_keys = k2
+        new_keys = gather_no_grad(k2)  # (W*B, D): every rank's keys, in rank order
         if self.symmetric:
             q2 = self.projector(self.backbone(x2))
             k1 = self.keys(x1)
             loss = loss + moco_loss(q2, k1, self.queue, self.temperature)
-            new_keys = torch.cat([k2, k1])  # (2B, D): each image's two keys, each enqueued once
+            # (2*W*B, D): each image's two keys, each enqueued once, in the order one process with the global
+            # batch would enqueue them (all second-view keys, then all first-view keys)
+            new_keys = torch.cat([new_keys, gather_no_grad(k1)])
         self.log("train/loss", loss, prog_bar=True)
         self.log_lr()
-        return {"loss": loss, "h": h1.detach(), "z": q1.detach(), "enqueue": gather_no_grad(new_keys)}
+        return {"loss": loss, "h": h1.detach(), "z": q1.detach(), "enqueue": new_keys}

@@ -42,8 +42,8 @@ class MoCoV3(SSLMethod):
     def __init__(self, backbone, optimizer, scheduler=None, proj_hidden_dim: int = 4096, proj_output_dim: int = 256,
                  proj_num_layers: int = 3, pred_hidden_dim: int = 4096, pred_last_norm: bool = True,
                  temperature: float = 0.2, base_tau: float = 0.99, final_tau: float = 1.0,
-                 freeze_patch_embed: bool = False, lr_scaling: str = "linear", compile: bool = False):
-        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile)
+                 freeze_patch_embed: bool = False, lr_scaling: str = "linear", compile: bool = False, sync_batchnorm: bool = False):
+        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile, sync_batchnorm=sync_batchnorm)
         check(isinstance(temperature, (int, float)) and temperature > 0, "method.temperature", temperature, "a float > 0")
         check(isinstance(proj_num_layers, int) and proj_num_layers >= 1, "method.proj_num_layers", proj_num_layers,
               "an integer >= 1 (3 for ViT, 2 for ResNet)")

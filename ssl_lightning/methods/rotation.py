@@ -32,8 +32,9 @@ class RotNet(SSLMethod):
     num_views = 1
     min_batch_size = 1  # the step sees 4B images
 
-    def __init__(self, backbone, optimizer, scheduler=None, hidden_dim: int | None = None, lr_scaling: str = "linear", compile: bool = False):
-        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile)
+    def __init__(self, backbone, optimizer, scheduler=None, hidden_dim: int | None = None, lr_scaling: str = "linear",
+                 compile: bool = False, sync_batchnorm: bool = False):
+        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile, sync_batchnorm=sync_batchnorm)
         check(hidden_dim is None or (isinstance(hidden_dim, int) and hidden_dim > 0), "method.hidden_dim", hidden_dim,
               "null (a linear head) or a width > 0")
         widths = [backbone.num_features] + ([hidden_dim] if hidden_dim else []) + [NUM_ROTATIONS]

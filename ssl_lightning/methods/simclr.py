@@ -27,8 +27,8 @@ class SimCLR(SSLMethod):
     min_batch_size = 2
 
     def __init__(self, backbone, optimizer, scheduler=None, temperature: float = 0.1, proj_hidden_dim: int = 2048,
-                 proj_output_dim: int = 128, lr_scaling: str = "linear", compile: bool = False):
-        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile)
+                 proj_output_dim: int = 128, lr_scaling: str = "linear", compile: bool = False, sync_batchnorm: bool = False):
+        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile, sync_batchnorm=sync_batchnorm)
         check(isinstance(temperature, (int, float)) and temperature > 0, "method.temperature", temperature, "a float > 0")
         self.temperature = temperature
         self.projector = MLP([backbone.num_features, proj_hidden_dim, proj_output_dim])

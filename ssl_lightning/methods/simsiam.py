@@ -31,8 +31,8 @@ class SimSiam(SSLMethod):
     min_batch_size = 2  # BatchNorm in the heads
 
     def __init__(self, backbone, optimizer, scheduler=None, proj_hidden_dim: int = 2048, proj_output_dim: int = 2048,
-                 pred_hidden_dim: int = 512, lr_scaling: str = "linear", compile: bool = False):
-        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile)
+                 pred_hidden_dim: int = 512, lr_scaling: str = "linear", compile: bool = False, sync_batchnorm: bool = False):
+        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile, sync_batchnorm=sync_batchnorm)
         for key, value in (("proj_hidden_dim", proj_hidden_dim), ("proj_output_dim", proj_output_dim),
                            ("pred_hidden_dim", pred_hidden_dim)):
             check(type(value) is int and value >= 1, f"method.{key}", value, "a layer width, an integer >= 1")

@@ -56,8 +56,8 @@ class SwAV(SSLMethod):
                  num_prototypes: int = 3000, temperature: float = 0.1, epsilon: float = 0.05,
                  sinkhorn_iterations: int = 3, crops_for_assign: Sequence[int] = (0, 1),
                  freeze_prototypes_epochs: int = 1, queue_length: int = 0, queue_start_epoch: int = 15,
-                 lr_scaling: str = "linear", compile: bool = False):
-        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile)
+                 lr_scaling: str = "linear", compile: bool = False, sync_batchnorm: bool = False):
+        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile, sync_batchnorm=sync_batchnorm)
         crops_for_assign = list(crops_for_assign)
         check(isinstance(temperature, (int, float)) and temperature > 0, "method.temperature", temperature, "a float > 0")
         check(isinstance(epsilon, (int, float)) and epsilon > 0, "method.epsilon", epsilon, "a float > 0 (0.05 in the paper)")
@@ -141,7 +141,7 @@ class SwAV(SSLMethod):
         h = self.forward_views(views)  # (V*B, F)
         z = F.normalize(self.projector(h), dim=1)  # (V*B, D)
         with torch.autocast(device_type=z.device.type, enabled=False):
-            scores = self.prototypes(z.float())  # (V*B, K), fp32
+            scores = z.float() @ self.prototypes.weight.float().T  # (V*B, K), fp32 whatever the weights' dtype
         z_crops = z.detach().split(n)
         codes = [self.codes(z_crops[c], c, slot) for slot, c in enumerate(self.crops_for_assign)]
         loss = swav_loss(scores.split(n), codes, self.crops_for_assign, self.temperature)

@@ -35,8 +35,8 @@ class TextMethod(SSLMethod):
     objective = "val/loss"  # what sweeps minimise (train.py's default objective)
 
     def __init__(self, backbone, optimizer, scheduler=None, lr_scaling: str = "none", grad_clip: float | None = 1.0,
-                 compile: bool = False):
-        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile)
+                 compile: bool = False, sync_batchnorm: bool = False):
+        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile, sync_batchnorm=sync_batchnorm)
         check(isinstance(backbone, TextTransformer), "backbone", type(backbone).__name__,
               "a text backbone (backbone=text_nano, text_mini or text_base)")
         check(grad_clip is None or grad_clip > 0, "method.grad_clip", grad_clip, "null or a gradient norm > 0")

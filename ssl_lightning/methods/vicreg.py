@@ -38,8 +38,8 @@ class VICReg(SSLMethod):
 
     def __init__(self, backbone, optimizer, scheduler=None, proj_hidden_dim: int = 8192, proj_output_dim: int = 8192,
                  sim_coeff: float = 25.0, std_coeff: float = 25.0, cov_coeff: float = 1.0, gamma: float = 1.0,
-                 eps: float = 1e-4, lr_scaling: str = "linear", compile: bool = False):
-        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile)
+                 eps: float = 1e-4, lr_scaling: str = "linear", compile: bool = False, sync_batchnorm: bool = False):
+        super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile, sync_batchnorm=sync_batchnorm)
         for key, value in (("proj_hidden_dim", proj_hidden_dim), ("proj_output_dim", proj_output_dim)):
             check(type(value) is int and value >= 1, f"method.{key}", value, "a layer width, an integer >= 1")
         number = lambda v: type(v) in (int, float)  # noqa: E731

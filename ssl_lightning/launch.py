@@ -1,0 +1,70 @@
+"""Hydra and Lightning's DDP launcher, made to agree (single runs and multiruns).
+
+With ``trainer.devices=N`` on one machine, Lightning starts ranks 1..N-1 by running the script again. Its
+stock command re-runs ``sys.argv``: under ``-m`` every child would start the *whole sweep* again (a second
+sweep directory, jobs out of step with rank 0). And after a multirun job, rank 0 keeps the process group and
+the ``LOCAL_RANK`` it set for itself, so the next job believes its processes were created externally and
+waits forever for ranks that never start. Here each child runs exactly its rank-0 job (that job's own
+overrides, written to that job's output directory, without a second ``.hydra/``), and each multirun job
+leaves the process group and the environment as it found them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch.distributed as dist
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import get_original_cwd
+
+# command-line flags that choose the config (kept for the child); every other flag (-m, --info, ...) is not
+_CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
+# Hydra settings that belong to the sweep or to rank 0, not to the child's single run
+_DROPPED_HYDRA = ("hydra.mode", "hydra.run.", "hydra.sweep.", "hydra.job.name", "hydra.output_subdir",
+                  "hydra/launcher", "hydra/sweeper", "hydra.launcher.", "hydra.sweeper.")
+_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def child_command(local_rank: int) -> tuple[list[str], str]:
+    """The command and working directory of local rank ``local_rank`` > 0 for the current Hydra job."""
+    hc = HydraConfig.get()
+    flags, argv = [], sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg.split("=", 1)[0] in _CONFIG_FLAGS:
+            flags += [arg] if "=" in arg else argv[i : i + 2]
+    hydra_overrides = [o for o in hc.overrides.hydra if not o.lstrip("+~").startswith(_DROPPED_HYDRA)]
+    command = [sys.executable, "-m", "ssl_lightning.train", *flags, *hc.overrides.task, *hydra_overrides,
+               "hydra.mode=RUN", f'hydra.run.dir="{hc.runtime.output_dir}"', "hydra.output_subdir=null",
+               f"hydra.job.name=train_ddp_process_{local_rank}"]
+    return command, get_original_cwd()
+
+
+def install() -> None:
+    """Make Lightning's subprocess launcher start children with :func:`child_command`."""
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    if not hasattr(subprocess_script, "_hydra_subprocess_cmd"):
+        raise RuntimeError("this Lightning version has no _hydra_subprocess_cmd: update ssl_lightning.launch")
+    subprocess_script._hydra_subprocess_cmd = lambda local_rank: child_command(local_rank)
+
+
+@contextmanager
+def hydra_job() -> Iterator[None]:
+    """Around one Hydra job: in a multirun, tear down the job's process group and restore the launcher's
+    environment variables afterwards, so that the next job launches its own ranks again."""
+    saved = {k: os.environ.get(k) for k in _LAUNCHER_ENV}
+    try:
+        yield
+    finally:
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
