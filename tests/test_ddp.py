@@ -132,7 +132,6 @@ def _shuffle_bn_case(rank: int, tmp: Path) -> torch.Tensor:
     model, x = build_shuffle_bn(tmp)
     assert model.shuffle_bn and not model.sync_batchnorm
     model.configure_model()  # no SyncBN
-    torch.manual_seed(5)  # rank 0's permutation is drawn from it (and broadcast)
     return model.keys(x[rank * B : (rank + 1) * B])
 
 
@@ -232,8 +231,7 @@ def test_moco_shuffle_bn_encodes_shuffled_shards_and_unshuffles(ranks, tmp_path)
     permuted global batch that their rank drew; without the shuffle they would differ (other BN statistics)."""
     results = _results(ranks)
     model, x = build_shuffle_bn(tmp_path)
-    torch.manual_seed(5)
-    perm = torch.randperm(WORLD * B)
+    perm = model.shuffle_order(WORLD * B, view=0, device=torch.device("cpu"))  # step 0, first view: rank 0 draws it
     shards = perm.view(WORLD, B)
     assert set(shards[0].tolist()) != set(range(B))  # the shuffle moves samples across ranks
     keys = torch.cat([model.encode_keys(x[shard]) for shard in shards])[torch.argsort(perm)]  # (W*B, D), in order

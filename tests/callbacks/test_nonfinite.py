@@ -87,7 +87,7 @@ def test_a_skipped_step_enqueues_nothing(make_cfg, monkeypatch):
         return out * float("nan") if calls["count"] == 2 else out  # asymmetric MoCo: one call per step
 
     monkeypatch.setattr(moco_module, "moco_loss", poisoned)
-    cfg = make_cfg("method=moco", "method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.queue_size=100",
+    cfg = make_cfg("method=moco", "method.bn_splits=2", "method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.queue_size=100",
                    "data.num_samples=48", "data.batch_size=16", "data.image_size=8", "trainer.max_epochs=1",
                    "~callbacks.knn", "~callbacks.view_grid", "callbacks.nonfinite.mode=skip",
                    f"callbacks.nonfinite._target_={__name__}.SnapshotEachStep")

@@ -48,7 +48,7 @@ def test_keys_of_accumulation_micro_steps_are_enqueued_once_after_the_optimizer_
         real(self, keys)
 
     monkeypatch.setattr(MoCo, "enqueue", spy)
-    cfg = make_cfg("method=moco", "method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.queue_size=20",
+    cfg = make_cfg("method=moco", "method.bn_splits=2", "method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.queue_size=20",
                    "trainer.max_epochs=1", "trainer.accumulate_grad_batches=2", "data.num_samples=32",
                    "data.batch_size=8", "data.image_size=8", "~callbacks", "~logger")
     train(cfg)

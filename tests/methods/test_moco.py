@@ -14,6 +14,7 @@ from tests.conftest import compose_config
 from tests.conftest import error_of
 
 HEADS = ["method.proj_hidden_dim=32", "method.proj_output_dim=16"]
+MOCO_V2 = [*HEADS, "method.bn_splits=2"]  # Shuffle-BN over 2 groups: batches of 8 suffice
 QUIET = ["~callbacks", "~logger"]
 TINY_IMAGES = "data.image_size=8"  # 4x cheaper than 16 px; the ResNet's CIFAR stem still works
 STOP = "+callbacks.stop={_target_: tests.test_resume.StopAfterEpoch, epoch: %d}"
@@ -30,15 +31,15 @@ def test_one_step_enqueues_each_key_of_the_batch_once(make_cfg, monkeypatch, sym
     computed = []
     real = MoCo.keys
 
-    def spy(self, x):
-        k = real(self, x)
+    def spy(self, x, view=0):
+        k = real(self, x, view)
         computed.append(k.clone())
         return k
 
     monkeypatch.setattr(MoCo, "keys", spy)
     models = []
     monkeypatch.setattr(MoCo, "on_train_end", lambda self: models.append(self), raising=False)
-    train(make_cfg("method=moco", *HEADS, "method.queue_size=50", f"method.symmetric={symmetric}",
+    train(make_cfg("method=moco", *MOCO_V2, "method.queue_size=50", f"method.symmetric={symmetric}",
                    "trainer.max_steps=1", "data.batch_size=8", TINY_IMAGES, *QUIET))
     model = models[0]
     keys = torch.cat(computed)  # asymmetric: [k2]; symmetric: [k2, k1]
@@ -49,7 +50,7 @@ def test_one_step_enqueues_each_key_of_the_batch_once(make_cfg, monkeypatch, sym
     torch.testing.assert_close(model.queue.norm(dim=1), torch.ones(50))
 
 
-COMMON = ["method=moco", *HEADS, "method.queue_size=40", "method.symmetric=true", "method.tau=0.9",
+COMMON = ["method=moco", *MOCO_V2, "method.queue_size=40", "method.symmetric=true", "method.tau=0.9",
           "data.num_samples=32", "data.batch_size=16", TINY_IMAGES, "~callbacks.knn", "~callbacks.linear_probe",
           "~callbacks.view_grid", "~logger", "trainer.max_epochs=2"]
 
@@ -87,6 +88,8 @@ def test_queue_round_trips_through_a_checkpoint_and_resume_continues_it(tmp_path
         (["method=moco", "method.tau=1.5"], "method.tau=1.5 is not allowed: a momentum in [0, 1]"),
         (["method=moco", "method.temperature=0"], "method.temperature=0 is not allowed: a float > 0"),
         (["method=moco", "augment=swav"], "augment.views gives 8 views but method MoCo needs 2"),
+        (["method=moco", "method.bn_splits=0"], "method.bn_splits=0 is not allowed: an integer >= 1"),
+        (["method=moco", "data.batch_size=8"], "data.batch_size=8 is too small for MoCo: it needs at least 16"),
         (["method=mocov3", "method.temperature=-1"], "method.temperature=-1 is not allowed: a float > 0"),
         (["method=mocov3", "method.final_tau=2"], "method.final_tau=2 is not allowed: a momentum in [0, 1]"),
         (["method=mocov3", "method.freeze_patch_embed=true"],
@@ -107,3 +110,22 @@ def test_mocov3_vit_freezes_the_random_patch_projection(make_cfg):
     trainable = {id(p) for g in model.parameter_groups(0.1) for p in g["params"]}
     assert not any(id(p) in trainable for p in model.backbone.patch_embed.parameters())
     assert id(model.backbone.cls_token) in trainable
+
+
+def test_one_device_shuffle_bn_takes_statistics_over_shuffled_groups(make_cfg):
+    """On one device, keys are encoded in ``bn_splits`` groups of a shuffled batch (BatchNorm statistics per
+    group) and put back in order; queries in groups of the batch order. The shuffle is a function of the step,
+    so a resumed run repeats it."""
+    cfg = make_cfg("method=moco", *MOCO_V2, "method.queue_size=8")
+    torch.manual_seed(0)
+    model = instantiate(cfg.method, backbone=instantiate(cfg.backbone)).train()
+    x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    perm = model.shuffle_order(8, view=0, device=x.device)
+    assert sorted(perm.tolist()) == list(range(8)) and perm.tolist() != list(range(8))
+    torch.testing.assert_close(perm, model.shuffle_order(8, view=0, device=x.device), rtol=0, atol=0)
+    assert not torch.equal(perm, model.shuffle_order(8, view=1, device=x.device))
+    expected = torch.cat([model.encode_keys(group) for group in x[perm].chunk(2)])[torch.argsort(perm)]
+    torch.testing.assert_close(model.keys(x), expected)
+    assert (model.keys(x) - model.encode_keys(x)).abs().max() > 1e-3  # whole-batch statistics differ
+    grouped = torch.cat([model.backbone(group) for group in x.chunk(2)])
+    torch.testing.assert_close(model.split_forward(model.backbone, x, 2), grouped)

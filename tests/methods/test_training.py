@@ -19,7 +19,8 @@ SMALL_HEADS = {
     "barlow_twins": ["method.proj_hidden_dim=64", "method.proj_output_dim=32"],
     "vicreg": ["method.proj_hidden_dim=64", "method.proj_output_dim=32"],
     # MoCo v2/v3 and SwAV (8-px images: a quarter of the compute; the CIFAR-stem ResNet and multi-crop still work)
-    "moco": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.queue_size=100", "data.image_size=8"],
+    "moco": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.queue_size=100", "method.bn_splits=2",
+             "data.image_size=8"],
     "mocov3": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.pred_hidden_dim=64", "data.image_size=8"],
     "mocov3_vit": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.pred_hidden_dim=64",
                    "backbone=vit_tiny", "+backbone.depth=2", "+backbone.embed_dim=64", "+backbone.num_heads=2"],
