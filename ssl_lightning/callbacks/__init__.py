@@ -4,15 +4,17 @@ from ssl_lightning.callbacks.collapse import CollapseMonitor, normalized_std, ra
 from ssl_lightning.callbacks.embedding_projector import EmbeddingProjector
 from ssl_lightning.callbacks.knn import KNNEval, knn_predict
 from ssl_lightning.callbacks.linear_probe import OnlineLinearProbe
-from ssl_lightning.callbacks.momentum import MomentumUpdate, cosine_tau, ema_update_
+from ssl_lightning.callbacks.momentum import MomentumUpdate, cosine_tau, ema_update_, frozen_copy
 from ssl_lightning.callbacks.nonfinite import NonFiniteLoss, NonFiniteLossError
 from ssl_lightning.callbacks.preemption import Preemption
 from ssl_lightning.callbacks.queue import QueueUpdate, ring_enqueue_
 from ssl_lightning.callbacks.reconstruction_grid import ReconstructionGrid
+from ssl_lightning.callbacks.steps import AfterOptimizerStep
 from ssl_lightning.callbacks.text_sample import TextSample
 from ssl_lightning.callbacks.view_grid import ViewGrid
 
 __all__ = [
+    "AfterOptimizerStep",
     "CollapseMonitor",
     "EmbeddingProjector",
     "KNNEval",
@@ -27,6 +29,7 @@ __all__ = [
     "ViewGrid",
     "cosine_tau",
     "ema_update_",
+    "frozen_copy",
     "knn_predict",
     "normalized_std",
     "rankme",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from torch import nn
 
+from ssl_lightning.callbacks.steps import AfterOptimizerStep
 from ssl_lightning.config import check
 
 
@@ -17,13 +19,18 @@ def cosine_tau(step: int, total_steps: int, base_tau: float, final_tau: float) -
     return final_tau - (final_tau - base_tau) * (math.cos(math.pi * progress) + 1) / 2
 
 
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A teacher: a copy of ``module`` that takes no gradients (moved by the EMA update only)."""
+    return copy.deepcopy(module).requires_grad_(False)
+
+
 @torch.no_grad()
 def ema_update_(teacher: list[torch.Tensor], student: list[torch.Tensor], tau: float) -> None:
     """teacher <- tau * teacher + (1 - tau) * student, as one fused call over all tensors."""
     torch._foreach_lerp_(teacher, student, 1.0 - tau)
 
 
-class MomentumUpdate(Callback):
+class MomentumUpdate(AfterOptimizerStep):
     """After every optimizer step, move each teacher towards its student.
 
     The pairs come from the module's ``momentum_pairs()`` (a list of ``(student, teacher)`` modules), so the
@@ -42,9 +49,9 @@ class MomentumUpdate(Callback):
         self.base_tau, self.final_tau = base_tau, final_tau
         self._teacher: list[torch.Tensor] = []
         self._student: list[torch.Tensor] = []
-        self._last_step = -1
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
         self._teacher, self._student = [], []
         for student, teacher in pl_module.momentum_pairs():
             s_params, t_params = list(student.parameters()), list(teacher.parameters())
@@ -52,17 +59,11 @@ class MomentumUpdate(Callback):
                 raise RuntimeError(f"teacher {type(teacher).__name__} does not mirror its student")
             self._student += s_params
             self._teacher += t_params
-        self._last_step = trainer.global_step
 
     def tau(self, step: int, total_steps: int) -> float:
         return cosine_tau(step, total_steps, self.base_tau, self.final_tau)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        if trainer.global_step == self._last_step:  # accumulation micro-step: no optimizer step happened
-            return
-        self._last_step = trainer.global_step
-        if getattr(pl_module, "step_skipped", False):  # the optimizer step was skipped (non-finite loss)
-            return
+    def optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         tau = self.tau(trainer.global_step - 1, int(trainer.estimated_stepping_batches))
         ema_update_(self._teacher, self._student, tau)
         pl_module.log("train/tau", tau, on_step=True, on_epoch=False)

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+
+from ssl_lightning.callbacks.steps import AfterOptimizerStep
 
 
 @torch.no_grad()
@@ -26,7 +27,7 @@ def ring_enqueue_(queue: torch.Tensor, ptr: torch.Tensor, keys: torch.Tensor) ->
     ptr.add_(n).remainder_(size)
 
 
-class QueueUpdate(Callback):
+class QueueUpdate(AfterOptimizerStep):
     """After every optimizer step, hand the keys the training steps returned as ``outputs["enqueue"]`` to
     ``pl_module.enqueue(keys)``, which writes them into its queue (a persistent buffer on the module, so it is
     checkpointed and, holding keys gathered from all ranks, identical on every DDP rank).
@@ -40,22 +41,20 @@ class QueueUpdate(Callback):
 
     def __init__(self) -> None:
         self._pending: list[torch.Tensor] = []
-        self._last_step = -1
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
         self._pending = []
-        self._last_step = trainer.global_step
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def micro_step(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs) -> None:
         keys = outputs.get("enqueue") if isinstance(outputs, Mapping) else None
         if keys is not None:
             self._pending.append(keys.detach())
-        if trainer.global_step == self._last_step:  # accumulation micro-step: no optimizer step happened
-            return
-        self._last_step = trainer.global_step
-        if getattr(pl_module, "step_skipped", False):  # the optimizer step was skipped (non-finite loss):
-            self._pending = []                         # its keys may be non-finite too, and the weights did not move
-            return
+
+    def skipped_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pending = []  # its keys may be non-finite too, and the weights did not move
+
+    def optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._pending:
             pl_module.enqueue(torch.cat(self._pending))
             self._pending = []

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
-from ssl_lightning.callbacks import MomentumUpdate
+from ssl_lightning.callbacks import MomentumUpdate, frozen_copy
 from ssl_lightning.heads import MLP
 from ssl_lightning.losses import byol_loss
 from ssl_lightning.methods.base import SSLMethod
@@ -33,8 +31,8 @@ class BYOL(SSLMethod):
         self.momentum_update = MomentumUpdate(base_tau, final_tau)  # validates tau before training
         self.projector = MLP([backbone.num_features, proj_hidden_dim, proj_output_dim])
         self.predictor = MLP([proj_output_dim, pred_hidden_dim, proj_output_dim])
-        self.teacher_backbone = copy.deepcopy(backbone).requires_grad_(False)
-        self.teacher_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        self.teacher_backbone = frozen_copy(backbone)
+        self.teacher_projector = frozen_copy(self.projector)
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.backbone, self.teacher_backbone), (self.projector, self.teacher_projector)]

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_lightning.callbacks import MomentumUpdate, QueueUpdate, ring_enqueue_
+from ssl_lightning.callbacks import MomentumUpdate, QueueUpdate, frozen_copy, ring_enqueue_
 from ssl_lightning.config import check
 from ssl_lightning.distributed import broadcast_, gather_no_grad, rank, world_size
 from ssl_lightning.heads import MLP
@@ -74,8 +72,8 @@ class MoCo(SSLMethod):
         self.momentum_update = MomentumUpdate(tau, tau)  # constant momentum
         self.queue_update = QueueUpdate()
         self.projector = MLP([backbone.num_features, proj_hidden_dim, proj_output_dim], norm=False)
-        self.key_backbone = copy.deepcopy(backbone).requires_grad_(False)
-        self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        self.key_backbone = frozen_copy(backbone)
+        self.key_projector = frozen_copy(self.projector)
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_output_dim), dim=1))  # (K, D)
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_lightning.callbacks import MomentumUpdate
+from ssl_lightning.callbacks import MomentumUpdate, frozen_copy
 from ssl_lightning.config import check
 from ssl_lightning.distributed import gather_no_grad, rank
 from ssl_lightning.heads import MLP
@@ -56,8 +54,8 @@ class MoCoV3(SSLMethod):
         dims = [backbone.num_features] + [proj_hidden_dim] * (proj_num_layers - 1) + [proj_output_dim]
         self.projector = MLP(dims, last_norm=True, last_affine=False)
         self.predictor = MLP([proj_output_dim, pred_hidden_dim, proj_output_dim], last_norm=pred_last_norm, last_affine=False)
-        self.key_backbone = copy.deepcopy(backbone).requires_grad_(False)
-        self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        self.key_backbone = frozen_copy(backbone)
+        self.key_projector = frozen_copy(self.projector)
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.backbone, self.key_backbone), (self.projector, self.key_projector)]
