@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from hydra.errors import InstantiationException
 
 
 class ConfigError(ValueError):
@@ -30,3 +34,25 @@ def config_dir() -> str:
         if (candidate / "train.yaml").is_file():
             return str(candidate)
     raise FileNotFoundError(f"ssl_lightning's Hydra configs were not found in {package}/conf or {package.parent}/conf")
+
+
+def find_config_error(exc: BaseException | None) -> ConfigError | None:
+    """The ConfigError behind ``exc`` (Hydra wraps a constructor's error in InstantiationException), or None."""
+    while exc is not None:
+        if isinstance(exc, ConfigError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@contextmanager
+def exit_on_config_error() -> Iterator[None]:
+    """For entry points: a configuration error becomes one line, ``Configuration error: ...``, and a non-zero
+    exit, with no traceback; every other exception passes through."""
+    try:
+        yield
+    except (ConfigError, InstantiationException) as e:
+        error = find_config_error(e)
+        if error is None:
+            raise
+        raise SystemExit(f"Configuration error: {error}") from None

@@ -17,17 +17,15 @@ from typing import Any
 
 import hydra
 import lightning as L
-from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning.fabric.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ssl_lightning.checkpoint import PretrainedBackbone, load_pretrained
-from ssl_lightning.config import ConfigError, config_dir
+from ssl_lightning.config import ConfigError, config_dir, exit_on_config_error
 from ssl_lightning.data import ImageDataModule
 from ssl_lightning.data.datasets import labels_of
 from ssl_lightning.table import format_table
-from ssl_lightning.train import _config_error
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +118,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
 def main(cfg: DictConfig) -> float | None:
-    try:
+    with exit_on_config_error():
         results = evaluate(cfg)
-    except (ConfigError, InstantiationException) as e:
-        error = _config_error(e)
-        if error is None:
-            raise
-        raise SystemExit(f"Configuration error: {error}") from None
     return results["metrics"][f"{results['protocol']}_top1"]
 
 

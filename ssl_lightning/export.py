@@ -19,7 +19,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ssl_lightning.checkpoint import export, load_pretrained
-from ssl_lightning.config import ConfigError
+from ssl_lightning.config import ConfigError, exit_on_config_error
 
 USAGE = "usage: python -m ssl_lightning.export ckpt=PATH out=FILE [prefix=backbone]"
 
@@ -48,12 +48,10 @@ def main(argv: list[str] | None = None) -> None:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip())
         return
-    try:
+    with exit_on_config_error():
         args = parse(argv)
         pretrained = load_pretrained(args.ckpt, prefix=args.prefix)
         state_file, sidecar = export(pretrained, args.out)
-    except ConfigError as e:
-        raise SystemExit(f"Configuration error: {e}") from None
     params = sum(p.numel() for p in pretrained.module.parameters())
     step = pretrained.source.get("global_step")
     print(f"wrote {state_file} ({pretrained.description}, {params / 1e6:.2f}M parameters, "

@@ -19,11 +19,10 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from ssl_lightning.config import ConfigError, check, config_dir
+from ssl_lightning.config import check, config_dir, exit_on_config_error
 from ssl_lightning.data import TransformedDataset
 from ssl_lightning.tokenizers import fit_kmeans_tokenizer, save_tokenizer
 
@@ -55,15 +54,8 @@ def fit(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="fit_tokenizer")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_config_error():
         fit(cfg)
-    except (ConfigError, InstantiationException) as e:
-        cause = e
-        while cause is not None and not isinstance(cause, ConfigError):
-            cause = cause.__cause__ or cause.__context__
-        if cause is None:
-            raise
-        raise SystemExit(f"Configuration error: {cause}") from None
 
 
 if __name__ == "__main__":

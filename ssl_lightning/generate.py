@@ -19,7 +19,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from ssl_lightning.config import ConfigError, check
+from ssl_lightning.config import ConfigError, check, exit_on_config_error
 from ssl_lightning.data.tokenizers import EOS_ID, tokenizer_from_state
 
 DEFAULTS = {"ckpt": None, "prompt": "", "max_new_tokens": 200, "temperature": 1.0, "top_k": None, "num_samples": 1,
@@ -80,11 +80,9 @@ def generate(args: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
+    with exit_on_config_error():
         args = parse_args(sys.argv[1:] if argv is None else argv)
         samples = generate(args)
-    except ConfigError as e:
-        raise SystemExit(f"Configuration error: {e}") from None
     for i, text in enumerate(samples):
         if i:
             print("\n---")

@@ -26,7 +26,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ssl_lightning.config import ConfigError
+from ssl_lightning.config import ConfigError, exit_on_config_error
 from ssl_lightning.table import format_table
 
 OPTIONS = ("out", "sort", "metrics")
@@ -160,12 +160,10 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or any(a in ("-h", "--help") for a in argv):
         print(__doc__.strip())
         return
-    try:
+    with exit_on_config_error():
         paths, options = parse(argv)
         metrics = [m for m in options.get("metrics", "").split(",") if m] or None
         text, csv_path, _ = summarize(paths, Path(options["out"]) if "out" in options else None, options.get("sort"), metrics)
-    except ConfigError as e:
-        raise SystemExit(f"Configuration error: {e}") from None
     print(text + f"\n\nCSV: {csv_path}")
 
 

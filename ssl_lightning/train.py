@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from ssl_lightning import launch
 from ssl_lightning.callbacks.nonfinite import NonFiniteLossError
 from ssl_lightning.checkpoint import load_checkpoint
-from ssl_lightning.config import ConfigError, check, config_dir
+from ssl_lightning.config import ConfigError, check, config_dir, exit_on_config_error, find_config_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -77,14 +77,6 @@ def check_compatible(method, datamodule, transform) -> None:
         )
 
 
-def _config_error(exc: BaseException | None) -> ConfigError | None:
-    while exc is not None:
-        if isinstance(exc, ConfigError):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
 class _Problems:
     """Collects configuration errors so that start-up reports every problem at once, one line each."""
 
@@ -95,7 +87,7 @@ class _Problems:
         try:
             return build()
         except (ConfigError, InstantiationException) as e:
-            error = _config_error(e)
+            error = find_config_error(e)
             if error is None:
                 raise
             self.messages.append(str(error))
@@ -173,13 +165,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def main(cfg: DictConfig) -> float | None:
     launch.install()  # trainer.devices=N under Hydra: each child rank runs this very job
     try:
-        with launch.hydra_job():
+        with exit_on_config_error(), launch.hydra_job():
             metrics = train(cfg)
-    except (ConfigError, InstantiationException) as e:
-        error = _config_error(e)
-        if error is None:
-            raise
-        raise SystemExit(f"Configuration error: {error}") from None
     except NonFiniteLossError as e:
         raise SystemExit(f"Training stopped: {e}") from None
     except SIGTERMException:
