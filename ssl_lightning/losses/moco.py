@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 
-def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float,
+              num_valid: torch.Tensor | int | None = None) -> torch.Tensor:
     """InfoNCE of MoCo (He et al., 2020, Eq. 1 and Algorithm 1), mean over the B queries.
 
     ``L_q = -log exp(q.k+ / T) / (exp(q.k+ / T) + sum_i exp(q.k_i / T))``: each query's positive is the key of
@@ -18,12 +19,17 @@ def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature
         k: (B, D) positive keys from the momentum encoder; the caller detaches them.
         queue: (K, D) negative keys, L2-normalised (the module's queue before this step's keys are added).
         temperature: T > 0.
+        num_valid: how many leading rows of ``queue`` hold keys (a 0-dim tensor, so no host sync); the other
+            rows are not negatives. ``None``: every row. With no valid row the loss is 0 (no negatives).
     """
     with torch.autocast(device_type=q.device.type, enabled=False):
         q = F.normalize(q.float(), dim=1)
         k = F.normalize(k.float(), dim=1)
         l_pos = (q * k).sum(dim=1, keepdim=True)  # (B, 1)
         l_neg = q @ queue.float().T  # (B, K)
+        if num_valid is not None:
+            empty = torch.arange(queue.shape[0], device=q.device) >= num_valid  # (K,)
+            l_neg = l_neg.masked_fill(empty, float("-inf"))
         logits = torch.cat([l_pos, l_neg], dim=1) / temperature  # (B, 1 + K)
         labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
         return F.cross_entropy(logits, labels)

@@ -27,8 +27,13 @@ class MoCo(SSLMethod):
     State on the module: the key encoder (``key_backbone``, ``key_projector``, updated by
     :class:`MomentumUpdate`) and the queue, a persistent (K, D) buffer with a persistent pointer, updated by
     :class:`QueueUpdate` after each optimizer step with the keys of the global batch (gathered from every
-    rank), so it survives checkpoint and resume and is the same on every rank. The queue starts as random
-    unit vectors (the reference code).
+    rank), so it survives checkpoint and resume and is the same on every rank. The queue starts empty and
+    holds "the most recent keys", up to K (Sec. 3.2): rows not yet written are not negatives (``queue_filled``,
+    also persistent). The reference code instead starts from K random unit vectors, and those are harmful
+    negatives: at the first steps every query's positive key is far more similar to it than any random
+    vector, and the fastest way down the loss is to map every image to the keys' common direction; on the
+    digits the projections collapse within 3 steps (mean pairwise cosine 0.996) and stay collapsed once the
+    queue holds the collapsed keys (the loss sits at log(K + 1)). Starting empty, every negative is a real key.
 
     Args:
         temperature: T of InfoNCE, > 0.
@@ -44,10 +49,9 @@ class MoCo(SSLMethod):
             make the shuffle pointless).
         bn_splits: on a single device, Shuffle-BN is emulated as in the authors' CIFAR-10 demo (SplitBatchNorm,
             8 splits): the backbone's BatchNorm statistics are taken over ``bn_splits`` groups of the batch, the
-            queries' groups in batch order and the keys' groups of a shuffled batch. Without it a one-device
-            MoCo cheats through BatchNorm: all embeddings of a batch share its statistics' signature, which
-            tells the current keys from the queue, and the embeddings collapse (measured on the digits: effective
-            rank 1.5 after 10 epochs). 1 turns it off; with several devices the devices are the groups.
+            queries' groups in batch order and the keys' groups of a shuffled batch, so a query and its key
+            never share statistics (the paper's "cheating" through BN). 1 turns it off; with several devices
+            the devices are the groups.
     """
 
     min_batch_size = 2
@@ -74,8 +78,9 @@ class MoCo(SSLMethod):
         self.projector = MLP([backbone.num_features, proj_hidden_dim, proj_output_dim], norm=False)
         self.key_backbone = frozen_copy(backbone)
         self.key_projector = frozen_copy(self.projector)
-        self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_output_dim), dim=1))  # (K, D)
+        self.register_buffer("queue", torch.zeros(queue_size, proj_output_dim))  # (K, D); rows [0, filled) hold keys
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.backbone, self.key_backbone), (self.projector, self.key_projector)]
@@ -121,6 +126,7 @@ class MoCo(SSLMethod):
     def enqueue(self, keys: torch.Tensor) -> None:
         """Called by :class:`QueueUpdate` after the optimizer step with the keys of the global batch."""
         ring_enqueue_(self.queue, self.queue_ptr, keys)
+        self.queue_filled.add_(keys.shape[0]).clamp_(max=self.queue.shape[0])  # the ring fills rows 0, 1, ... first
 
     def training_step(self, batch, batch_idx: int):
         (x1, x2), _ = batch
@@ -128,12 +134,12 @@ class MoCo(SSLMethod):
         h1 = self.split_forward(self.backbone, x1, splits)  # (B, F)
         q1 = self.projector(h1)  # (B, D)
         k2 = self.keys(x2)
-        loss = moco_loss(q1, k2, self.queue, self.temperature)
+        loss = moco_loss(q1, k2, self.queue, self.temperature, self.queue_filled)
         new_keys = gather_no_grad(k2)  # (W*B, D): every rank's keys, in rank order
         if self.symmetric:
             q2 = self.projector(self.split_forward(self.backbone, x2, splits))
             k1 = self.keys(x1, view=1)
-            loss = loss + moco_loss(q2, k1, self.queue, self.temperature)
+            loss = loss + moco_loss(q2, k1, self.queue, self.temperature, self.queue_filled)
             # (2*W*B, D): each image's two keys, each enqueued once, in the order one process with the global
             # batch would enqueue them (all second-view keys, then all first-view keys)
             new_keys = torch.cat([new_keys, gather_no_grad(k1)])

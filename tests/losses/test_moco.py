@@ -49,6 +49,27 @@ def test_moco_analytic_value_with_orthogonal_queue():
     assert moco_loss(q, q.clone(), queue, tau).item() == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.parametrize("filled", [1, 4, 11])
+def test_moco_partly_filled_queue_uses_only_its_keys(filled):
+    """Rows at and after ``num_valid`` are not negatives, whatever they hold: the loss equals the reference
+    on the filled rows alone, and the gradient does not depend on the empty rows."""
+    g = torch.Generator().manual_seed(1)
+    q, k = torch.randn(5, 8, generator=g), torch.randn(5, 8, generator=g)
+    queue = F.normalize(torch.randn(11, 8, generator=g), dim=1)
+    expected = moco_reference(q, k, queue[:filled], 0.2).item()
+    assert moco_loss(q, k, queue, 0.2, torch.tensor(filled)).item() == pytest.approx(expected, rel=1e-5)
+    garbage = queue.clone()
+    garbage[filled:] = 100.0  # what an empty row holds must not matter
+    assert moco_loss(q, k, garbage, 0.2, torch.tensor(filled)).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_moco_empty_queue_gives_zero_loss_and_zero_gradient():
+    q = torch.randn(4, 8, requires_grad=True)
+    loss = moco_loss(q, torch.randn(4, 8), torch.zeros(6, 8), 0.2, torch.tensor(0))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(q.grad).all() and q.grad.abs().max() == 0
+
+
 def test_moco_gradient_reaches_only_the_query():
     q = torch.randn(4, 8, requires_grad=True)
     k = torch.randn(4, 8, requires_grad=True)
