@@ -34,21 +34,23 @@ def blur_kernel_size(size: int) -> int:
 
 
 def draw_params(spec: ViewSpec) -> torch.Tensor:
-    """The random parameters of one view after its crop, drawn from torch's RNG: (NUM_PARAMS,) float."""
-    p = torch.zeros(NUM_PARAMS)
-    u = torch.rand(5)
-    p[FLIP] = float(u[0] < spec.hflip_prob)
-    p[JITTER] = float(u[1] < spec.jitter_prob)
+    """The random parameters of one view after its crop, from one draw of torch's RNG: (NUM_PARAMS,) float.
+
+    14 uniforms: 5 coin flips (flip, jitter, grey, blur, solarise), the brightness / contrast / saturation
+    factors in ``[max(0, 1 - s), 1 + s]`` and the hue shift in ``[-h, h]`` (torchvision's ColorJitter
+    ranges), the blur sigma, and 4 keys whose argsort is the jitter order (a uniform random permutation).
+    """
+    u = torch.rand(14).tolist()
     b, c, s, h = spec.jitter
-    for index, strength in ((B, b), (C, c), (S, s)):
-        p[index] = torch.empty(1).uniform_(max(0.0, 1 - strength), 1 + strength).item()
-    p[H] = torch.empty(1).uniform_(-h, h).item()
-    p[ORDER : ORDER + 4] = torch.randperm(4).float()
-    p[GRAY] = float(u[2] < spec.grayscale_prob)
-    p[BLUR] = float(u[3] < spec.blur_prob)
-    p[SIGMA] = torch.empty(1).uniform_(*spec.blur_sigma).item()
-    p[SOLAR] = float(u[4] < spec.solarize_prob)
-    return p
+    lo_hi = [(max(0.0, 1 - x), 1 + x) for x in (b, c, s)]
+    order = sorted(range(4), key=lambda i: u[10 + i])
+    return torch.tensor([
+        float(u[0] < spec.hflip_prob), float(u[1] < spec.jitter_prob),
+        *(lo + (hi - lo) * u[5 + i] for i, (lo, hi) in enumerate(lo_hi)), -h + 2 * h * u[8],
+        *map(float, order),
+        float(u[2] < spec.grayscale_prob), float(u[3] < spec.blur_prob),
+        spec.blur_sigma[0] + (spec.blur_sigma[1] - spec.blur_sigma[0]) * u[9], float(u[4] < spec.solarize_prob),
+    ])
 
 
 class CropViews:
@@ -121,27 +123,50 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel: int) -> torch.Te
     return y.view(n, c, h, w)
 
 
+def _apply_to(x: torch.Tensor, on: torch.Tensor, fn, params: torch.Tensor, grouped: bool) -> torch.Tensor:
+    """``fn(x, params)`` for the samples where ``on`` (B,) holds, ``x`` for the others. ``grouped``: only those
+    samples are computed (gathered, transformed, scattered back): the CPU path, where compute is scarce and
+    a data-dependent shape costs nothing. Otherwise the whole batch is computed and selected, with shapes
+    that never depend on the data: no host synchronisation in the training step on a GPU."""
+    if not grouped:
+        return torch.where(on.view(-1, 1, 1, 1), fn(x, params), x)
+    rows = on.nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return x
+    return x.index_copy(0, rows, fn(x.index_select(0, rows), params.index_select(0, rows)))
+
+
+def _jitter(x: torch.Tensor, params: torch.Tensor, spec: ViewSpec, grouped: bool) -> torch.Tensor:
+    """Colour jitter with each sample's own factors and op order (ORDER: the op at each of the 4 positions)."""
+    for position in range(4):
+        for op, index in enumerate((B, C, S, H)):
+            if spec.jitter[op] == 0:
+                continue
+            here = params[:, ORDER + position] == op
+            x = _apply_to(x, here, lambda y, p, op=op, index=index: adjust(y, op, p[:, index].view(-1, 1, 1, 1)),
+                          params, grouped)
+    return x
+
+
 def augment_views(crops: torch.Tensor, params: torch.Tensor, spec: ViewSpec, mean: Sequence[float],
-                  std: Sequence[float]) -> torch.Tensor:
-    """uint8 crops (B, 3, S, S) and their parameters (B, NUM_PARAMS) -> normalised float views (B, 3, S, S)."""
+                  std: Sequence[float], grouped: bool | None = None) -> torch.Tensor:
+    """uint8 crops (B, 3, S, S) and their parameters (B, NUM_PARAMS) -> normalised float views (B, 3, S, S).
+
+    ``grouped`` (default: on the CPU) computes each random operation only on the samples it applies to; both
+    ways give the same views."""
     x = crops.float() / 255.0
     params = params.to(x.device, x.dtype)
+    grouped = x.device.type == "cpu" if grouped is None else grouped
     col = lambda i: params[:, i].view(-1, 1, 1, 1)  # noqa: E731
 
     x = torch.where(col(FLIP) > 0, x.flip(-1), x)
     if spec.jitter_prob > 0:
-        jittered = x
-        for position in range(4):  # op at this position, per sample
-            op_here = col(ORDER + position)
-            for op, index in enumerate((B, C, S, H)):
-                if spec.jitter[op] == 0:
-                    continue
-                jittered = torch.where(op_here == op, adjust(jittered, op, col(index)), jittered)
-        x = torch.where(col(JITTER) > 0, jittered, x)
+        x = _apply_to(x, params[:, JITTER] > 0, lambda y, p: _jitter(y, p, spec, grouped), params, grouped)
     if spec.grayscale_prob > 0:
-        x = torch.where(col(GRAY) > 0, _gray(x).expand_as(x), x)
+        x = _apply_to(x, params[:, GRAY] > 0, lambda y, p: _gray(y).expand_as(y), params, grouped)
     if spec.blur_prob > 0:
-        x = torch.where(col(BLUR) > 0, gaussian_blur(x, params[:, SIGMA], blur_kernel_size(spec.size)), x)
+        kernel = blur_kernel_size(spec.size)
+        x = _apply_to(x, params[:, BLUR] > 0, lambda y, p: gaussian_blur(y, p[:, SIGMA], kernel), params, grouped)
     if spec.solarize_prob > 0:
         x = torch.where((col(SOLAR) > 0) & (x >= 128 / 255), 1.0 - x, x)
     return (x - x.new_tensor(mean).view(1, 3, 1, 1)) / x.new_tensor(std).view(1, 3, 1, 1)
