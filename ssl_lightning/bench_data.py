@@ -1,8 +1,8 @@
 """The input pipeline alone (``python -m ssl_lightning.bench --data``, or ``mode=data``): augmented views/s of
 the per-sample PIL torchvision pipeline (``data.gpu_augment=false``: every view made by PIL in the loader
 workers) against the batched path (``data.gpu_augment=true``: crops in the workers, the rest of the view
-pipeline on the whole batch on the training device, here the device the benchmark runs on), with the
-worker count of the data config, on the ``bench.image`` data and the augmentation of ``bench.data.method``.
+pipeline on the whole batch on the training device, here the device the benchmark runs on; on a CPU with
+loader workers, in the workers, as a CPU training run does it), with the worker count of the data config, on the ``bench.image`` data and the augmentation of ``bench.data.method``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _views_per_s(datamodule, device: torch.device, batches: int) -> float:
             start = time.perf_counter()
         views, _ = next(loader)
         views = [[t.to(device, non_blocking=True) for t in v] if isinstance(v, (list, tuple)) else v.to(device) for v in views]
-        if datamodule.device_views is not None:
+        if datamodule.device_views is not None and not datamodule.augments_in_workers():
             views = datamodule.device_views(views)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -42,6 +42,8 @@ def run(cfg: DictConfig) -> list[dict]:
         overrides = [f"method={dc.method}", *image_overrides(cfg), f"data.gpu_augment={str(gpu_augment).lower()}"]
         if dc.num_workers is not None:
             overrides.append(f"data.num_workers={dc.num_workers}")
+        if cfg.bench.image.data == "synthetic":  # enough made-up images for the warm-up batch and the timed ones
+            overrides.append(f"data.num_samples={(dc.batches + 1) * cfg.bench.image.batch_size}")
         c = compose("bench", overrides=overrides)
         c.paths.output_dir = cfg.paths.output_dir
         dm = instantiate(c.data, train_transform=instantiate(c.augment))
@@ -49,7 +51,10 @@ def run(cfg: DictConfig) -> list[dict]:
         rate = _views_per_s(dm, device, dc.batches)
         rows.append({"pipeline": "batched (data.gpu_augment=true)" if gpu_augment else "per-sample PIL (torchvision)",
                      "workers": dm.num_workers, "batch": dm.batch_size, "views_s": rate})
-    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    if dm.augments_in_workers():
+        where = f"the {dm.num_workers} loader workers: on a CPU run the batched half runs there"
+    else:
+        where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"\nInput pipeline, {dc.method}'s augmentation on {c.data._target_.rsplit('.', 1)[-1]} {c.data.image_size} px "
           f"(device side on {where})")
     print(f"{'pipeline':<34} {'workers':>7} {'batch':>6} {'views/s':>10} {'vs. PIL':>8}")

@@ -186,6 +186,26 @@ def test_jitter_order_is_a_uniform_permutation():
     assert (first - 0.25).abs().max() < 0.04  # each op first a quarter of the time (~4 sd)
 
 
+def test_cpu_run_makes_the_batched_views_in_the_loader_workers():
+    """On a CPU run with loader workers the batched half runs in the workers (on each collated batch) instead of
+    in the training process, and gives exactly the views the training process would make from the same crops."""
+    from ssl_lightning.data import SyntheticDataModule
+
+    def first_batch(workers: int):
+        dm = SyntheticDataModule(num_samples=16, image_size=16, batch_size=8, num_workers=workers, gpu_augment=True,
+                                 train_transform=MultiViewTransform(size=16, blur_prob=0.5))
+        dm.setup("fit")
+        views, labels = next(iter(dm.train_dataloader()))
+        return dm, views
+
+    in_workers, views = first_batch(1)
+    in_process, crops = first_batch(0)
+    assert in_workers.augments_in_workers() and not in_process.augments_in_workers()
+    assert all(v.dtype == torch.float32 and v.shape == (8, 3, 16, 16) for v in views)  # already augmented
+    for made_in_worker, made_here in zip(views, in_process.device_views(crops)):
+        torch.testing.assert_close(made_in_worker, made_here, rtol=0, atol=1e-6)
+
+
 def test_gpu_augment_trains(make_cfg):
     metrics = train(make_cfg("method=simclr", "data.gpu_augment=true", "trainer.fast_dev_run=true", "callbacks=none",
                              *SMALL_HEADS["simclr"], "data.image_size=8"))

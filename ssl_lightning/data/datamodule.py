@@ -8,7 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from ssl_lightning.config import ConfigError, check
 from ssl_lightning.data import datasets
@@ -46,6 +46,18 @@ class TransformedDataset(Dataset):
                 return self.transform(image), label
         image, label = self.base[key]
         return self.transform(image), label
+
+
+class CollateViews:
+    """Collate, then make the batched views (:class:`~ssl_lightning.transforms.batched.DeviceViews`) in the
+    loader worker: ``data.gpu_augment`` on a CPU run."""
+
+    def __init__(self, device_views: Callable):
+        self.device_views = device_views
+
+    def __call__(self, samples):
+        views, labels = default_collate(samples)
+        return self.device_views(views), labels
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -144,7 +156,8 @@ class ImageDataModule(L.LightningDataModule):
                 "lower data.batch_size (incomplete batches are dropped, so no step would run)"
             )
 
-    def _loader(self, dataset: Dataset, sampler: ShardedSampler, batch_size: int, drop_last: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler: ShardedSampler, batch_size: int, drop_last: bool,
+                collate_fn: Callable | None = None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -153,12 +166,22 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
+            collate_fn=collate_fn,
         )
+
+    def augments_in_workers(self) -> bool:
+        """``data.gpu_augment`` when training on the CPU with loader workers: the batched half runs in the workers,
+        on each collated batch, where it runs in parallel with the training process instead of in it."""
+        if self.device_views is None or self.num_workers == 0:
+            return False
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return device.type == "cpu"
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """``data.gpu_augment``: turn the training batch's uint8 crops into augmented views on the device."""
         trainer = self.trainer
-        if self.device_views is not None and trainer is not None and trainer.training:
+        if self.device_views is not None and trainer is not None and trainer.training and not self.augments_in_workers():
             views, labels = batch
             batch = (self.device_views(views), labels)
         return batch
@@ -166,7 +189,8 @@ class ImageDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = TransformedDataset(self.split("train"), self.train_transform)
         sampler = ShardedSampler(len(dataset), shuffle=True, seed=self.seed, drop_last=True, with_seed=True)
-        return self._loader(dataset, sampler, self.batch_size, drop_last=True)
+        collate = CollateViews(self.device_views) if self.augments_in_workers() else None
+        return self._loader(dataset, sampler, self.batch_size, drop_last=True, collate_fn=collate)
 
     def eval_dataloader(self, split: str) -> DataLoader:
         """Clean, labelled, sharded (not padded) loader of ``bank`` or ``val``."""
