@@ -32,6 +32,32 @@ def _views_per_s(datamodule, device: torch.device, batches: int) -> float:
     return count / (time.perf_counter() - start)
 
 
+def stage_ms(transform, images: list, repeats: int = 3) -> dict[str, float]:
+    """CPU time of each stage on one thread, best of ``repeats``, for one view set of every image: the PIL
+    pipeline; the batched path's CPU half (crops and parameters) and its batched half (``DeviceViews``)."""
+    from ssl_lightning.transforms.batched import CropViews, DeviceViews
+
+    crop, batched = CropViews(transform), DeviceViews(transform)
+    items = [crop(im) for im in images]
+    views = [(torch.stack([it[v][0] for it in items]), torch.stack([it[v][1] for it in items])) for v in range(len(items[0]))]
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return 1e3 * min(times)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return {"pil": best(lambda: [transform(im) for im in images]), "crop": best(lambda: [crop(im) for im in images]),
+                "batched": best(lambda: batched(views))}
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run(cfg: DictConfig) -> list[dict]:
     from ssl_lightning.bench import image_overrides
 
@@ -46,7 +72,8 @@ def run(cfg: DictConfig) -> list[dict]:
             overrides.append(f"data.num_samples={(dc.batches + 1) * cfg.bench.image.batch_size}")
         c = compose("bench", overrides=overrides)
         c.paths.output_dir = cfg.paths.output_dir
-        dm = instantiate(c.data, train_transform=instantiate(c.augment))
+        transform = instantiate(c.augment)
+        dm = instantiate(c.data, train_transform=transform)
         dm.setup("fit")
         rate = _views_per_s(dm, device, dc.batches)
         rows.append({"pipeline": "batched (data.gpu_augment=true)" if gpu_augment else "per-sample PIL (torchvision)",
@@ -60,4 +87,11 @@ def run(cfg: DictConfig) -> list[dict]:
     print(f"{'pipeline':<34} {'workers':>7} {'batch':>6} {'views/s':>10} {'vs. PIL':>8}")
     for r in rows:
         print(f"{r['pipeline']:<34} {r['workers']:>7} {r['batch']:>6} {r['views_s']:>10.1f} {r['views_s'] / rows[0]['views_s']:>8.2f}")
+    train = dm.split("train")
+    images = [train[i][0] for i in range(min(len(train), dm.batch_size))]
+    ms = stage_ms(transform, images)
+    views = len(images) * transform.num_views
+    print(f"CPU time per {views} views, one thread: PIL {ms['pil']:.1f} ms; batched path {ms['crop'] + ms['batched']:.1f} ms "
+          f"= crops and parameters {ms['crop']:.1f} + batched ops {ms['batched']:.1f} (at most {ms['pil'] / (ms['crop'] + ms['batched']):.2f}x "
+          "PIL where CPU time is the bound)")
     return rows
