@@ -2,7 +2,9 @@
 the per-sample PIL torchvision pipeline (``data.gpu_augment=false``: every view made by PIL in the loader
 workers) against the batched path (``data.gpu_augment=true``: crops in the workers, the rest of the view
 pipeline on the whole batch on the training device, here the device the benchmark runs on; on a CPU with
-loader workers, in the workers, as a CPU training run does it), with the worker count of the data config, on the ``bench.image`` data and the augmentation of ``bench.data.method``.
+loader workers, in the workers, as a CPU training run does it), with the worker count of the data config,
+on the ``bench.image`` data and the augmentation of ``bench.data.method``. Then the one-thread CPU time of
+each stage, which bounds views/s where the CPU is the device.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ too hard to tell apart). Both are deterministic for a seed.
 
 from __future__ import annotations
 
-import itertools
 import math
 from contextlib import contextmanager
 from functools import lru_cache

@@ -2,7 +2,6 @@
 
 import lightning as L
 import pytest
-import torch
 from torch import nn
 
 from ssl_lightning.backbones import resnet, vit
