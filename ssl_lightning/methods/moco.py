@@ -128,6 +128,13 @@ class MoCo(SSLMethod):
         ring_enqueue_(self.queue, self.queue_ptr, keys)
         self.queue_filled.add_(keys.shape[0]).clamp_(max=self.queue.shape[0])  # the ring fills rows 0, 1, ... first
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint written before the queue started empty has no ``queue_filled``: its queue was full
+        (random vectors, then keys), so every row counts."""
+        state = checkpoint.get("state_dict", {})
+        if "queue" in state and "queue_filled" not in state:
+            state["queue_filled"] = torch.tensor(state["queue"].shape[0], dtype=torch.long)
+
     def training_step(self, batch, batch_idx: int):
         (x1, x2), _ = batch
         splits = self.bn_splits if world_size() == 1 else 1  # one-device Shuffle-BN: queries in batch-order groups

@@ -131,3 +131,15 @@ def test_one_device_shuffle_bn_takes_statistics_over_shuffled_groups(make_cfg):
     assert (model.keys(x) - model.encode_keys(x)).abs().max() > 1e-3  # whole-batch statistics differ
     grouped = torch.cat([model.backbone(group) for group in x.chunk(2)])
     torch.testing.assert_close(model.split_forward(model.backbone, x, 2), grouped)
+
+
+def test_checkpoint_from_before_queue_filled_loads_with_a_full_queue(make_cfg):
+    """Checkpoints written when the queue started as random vectors have no ``queue_filled``: on load every
+    row counts as a negative, as it did then."""
+    cfg = make_cfg("method=moco", *MOCO_V2, "method.queue_size=40", TINY_IMAGES)
+    model = instantiate(cfg.method, backbone=instantiate(cfg.backbone))
+    state = {k: v for k, v in model.state_dict().items() if k != "queue_filled"}
+    checkpoint = {"state_dict": state}
+    model.on_load_checkpoint(checkpoint)
+    model.load_state_dict(checkpoint["state_dict"])  # strict: nothing missing
+    assert model.queue_filled.item() == 40
