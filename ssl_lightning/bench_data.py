@@ -15,6 +15,9 @@ import torch
 from hydra import compose
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from torch.utils.data import default_collate
+
+from ssl_lightning.bench import image_overrides, to_device
 
 
 def _views_per_s(datamodule, device: torch.device, batches: int) -> float:
@@ -24,7 +27,7 @@ def _views_per_s(datamodule, device: torch.device, batches: int) -> float:
         if i == 1:  # the first batch starts the workers: not timed
             start = time.perf_counter()
         views, _ = next(loader)
-        views = [[t.to(device, non_blocking=True) for t in v] if isinstance(v, (list, tuple)) else v.to(device) for v in views]
+        views = to_device(views, device)
         if datamodule.device_views is not None and not datamodule.augments_in_workers():
             views = datamodule.device_views(views)
         if device.type == "cuda":
@@ -40,8 +43,7 @@ def stage_ms(transform, images: list, repeats: int = 3) -> dict[str, float]:
     from ssl_lightning.transforms.batched import CropViews, DeviceViews
 
     crop, batched = CropViews(transform), DeviceViews(transform)
-    items = [crop(im) for im in images]
-    views = [(torch.stack([it[v][0] for it in items]), torch.stack([it[v][1] for it in items])) for v in range(len(items[0]))]
+    views = default_collate([crop(im) for im in images])  # what the loader hands the batched half
 
     def best(fn) -> float:
         times = []
@@ -61,8 +63,6 @@ def stage_ms(transform, images: list, repeats: int = 3) -> dict[str, float]:
 
 
 def run(cfg: DictConfig) -> list[dict]:
-    from ssl_lightning.bench import image_overrides
-
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dc = cfg.bench.data
     rows = []

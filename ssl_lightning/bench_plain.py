@@ -38,11 +38,9 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-def _update(opt, sched, loss, clip: float | None = None, params=None):
+def _update(opt, sched, loss):
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    if clip:
-        torch.nn.utils.clip_grad_norm_(params, clip)
     opt.step()
     if sched:
         sched.step()

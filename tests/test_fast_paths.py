@@ -10,6 +10,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from PIL import Image
+from torch.utils.data import default_collate
 
 from ssl_lightning.backbones import resnet
 from ssl_lightning.train import train
@@ -132,9 +133,7 @@ def _images(n: int, size: int = 16) -> list[Image.Image]:
 def _batched(transform: MultiViewTransform, images, seed: int):
     crop, device = CropViews(transform), DeviceViews(transform)
     torch.manual_seed(seed)
-    items = [crop(im) for im in images]
-    views = [(torch.stack([it[v][0] for it in items]), torch.stack([it[v][1] for it in items])) for v in range(len(items[0]))]
-    return device(views)
+    return device(default_collate([crop(im) for im in images]))
 
 
 def test_device_augmentation_matches_the_pil_path_in_distribution():

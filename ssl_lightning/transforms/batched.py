@@ -20,17 +20,13 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms.functional import pil_to_tensor
 
-from ssl_lightning.transforms.views import MultiViewTransform, ViewSpec
+from ssl_lightning.transforms.views import MultiViewTransform, ViewSpec, blur_kernel_size
 
 # per-sample parameters, one row per view: flip, jitter on, brightness, contrast, saturation, hue factors,
 # the jitter order (4 op indices), grayscale, blur on, sigma, solarise
 FLIP, JITTER, B, C, S, H, ORDER, GRAY, BLUR, SIGMA, SOLAR = 0, 1, 2, 3, 4, 5, 6, 10, 11, 12, 13
 NUM_PARAMS = 14
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, what PIL's convert("L") and torchvision's rgb_to_grayscale use
-
-
-def blur_kernel_size(size: int) -> int:
-    return max(3, int(0.1 * size) // 2 * 2 + 1)  # ~10% of the crop, odd (as view_pipeline)
 
 
 def draw_params(spec: ViewSpec) -> torch.Tensor:
@@ -58,7 +54,7 @@ class CropViews:
     per view. Keeps :class:`MultiViewTransform`'s ``view_sizes`` / ``num_views``."""
 
     def __init__(self, transform: MultiViewTransform):
-        self.specs = [s for s in transform.specs for _ in range(s.count)]
+        self.specs = transform.view_specs
         self.crops = [T.RandomResizedCrop(s.size, scale=tuple(s.crop_scale), antialias=True) for s in self.specs]
         self.view_sizes, self.num_views = transform.view_sizes, transform.num_views
 
@@ -177,7 +173,7 @@ class DeviceViews:
     -> ``[views (B, 3, S, S), ...]``, one pipeline per view spec."""
 
     def __init__(self, transform: MultiViewTransform):
-        self.specs = [s for s in transform.specs for _ in range(s.count)]
+        self.specs = transform.view_specs
         self.mean, self.std = transform.mean, transform.std
 
     def __call__(self, views: Sequence) -> list[torch.Tensor]:

@@ -43,6 +43,11 @@ class ViewSpec:
             check(0 <= value <= 1, f"augment.{name}", value, "a probability in [0, 1]")
 
 
+def blur_kernel_size(size: int) -> int:
+    """The Gaussian blur kernel for a crop of ``size`` pixels: ~10% of the crop, odd (SimCLR, Appendix A)."""
+    return max(3, int(0.1 * size) // 2 * 2 + 1)
+
+
 def view_pipeline(spec: ViewSpec, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
     """PIL image -> normalised (3, size, size) tensor."""
     ops: list = [T.RandomResizedCrop(spec.size, scale=tuple(spec.crop_scale), antialias=True)]
@@ -53,8 +58,8 @@ def view_pipeline(spec: ViewSpec, mean: Sequence[float], std: Sequence[float]) -
     if spec.grayscale_prob > 0:
         ops.append(T.RandomGrayscale(spec.grayscale_prob))
     if spec.blur_prob > 0:
-        kernel = max(3, int(0.1 * spec.size) // 2 * 2 + 1)  # ~10% of the crop, odd
-        ops.append(T.RandomApply([T.GaussianBlur(kernel, sigma=tuple(spec.blur_sigma))], p=spec.blur_prob))
+        ops.append(T.RandomApply([T.GaussianBlur(blur_kernel_size(spec.size), sigma=tuple(spec.blur_sigma))],
+                                 p=spec.blur_prob))
     if spec.solarize_prob > 0:
         ops.append(T.RandomSolarize(threshold=128, p=spec.solarize_prob))
     ops += [T.ToTensor(), T.Normalize(mean, std)]
@@ -98,9 +103,14 @@ class MultiViewTransform:
         self.pipelines = [(view_pipeline(s, self.mean, self.std), s.count) for s in self.specs]
 
     @property
+    def view_specs(self) -> list[ViewSpec]:
+        """The spec of each produced view, in order (``count`` expanded)."""
+        return [s for s in self.specs for _ in range(s.count)]
+
+    @property
     def view_sizes(self) -> list[int]:
         """Crop size of each produced view, in order."""
-        return [s.size for s in self.specs for _ in range(s.count)]
+        return [s.size for s in self.view_specs]
 
     @property
     def num_views(self) -> int:
