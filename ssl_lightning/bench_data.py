@@ -27,9 +27,7 @@ def _views_per_s(datamodule, device: torch.device, batches: int) -> float:
         if i == 1:  # the first batch starts the workers: not timed
             start = time.perf_counter()
         views, _ = next(loader)
-        views = to_device(views, device)
-        if datamodule.device_views is not None and not datamodule.augments_in_workers():
-            views = datamodule.device_views(views)
+        views = datamodule.augment_on_device(to_device(views, device))
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i >= 1:

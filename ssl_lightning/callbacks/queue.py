@@ -11,12 +11,15 @@ from ssl_lightning.callbacks.steps import AfterOptimizerStep
 
 
 @torch.no_grad()
-def ring_enqueue_(queue: torch.Tensor, ptr: torch.Tensor, keys: torch.Tensor) -> None:
+def ring_enqueue_(queue: torch.Tensor, ptr: torch.Tensor, keys: torch.Tensor, filled: torch.Tensor | None = None) -> None:
     """Write ``keys`` (n, ...) into the ring buffer ``queue`` (K, ...) from row ``ptr`` on, wrapping around at
     K, and advance ``ptr`` (a 0-dim long tensor) by n modulo K. Works for any n and K (n need not divide K);
     if n > K only the last K keys are kept, as if they had been written one after another.
 
-    Everything stays on the device (no host synchronisation): the pointer is a tensor.
+    ``filled`` (a 0-dim long tensor, optional): the number of rows written so far, advanced by n up to K. A
+    queue that starts empty at ``ptr`` 0 fills rows 0, 1, ... first, so its rows ``[0, filled)`` hold keys.
+
+    Everything stays on the device (no host synchronisation): the pointer and the count are tensors.
     """
     size, n = queue.shape[0], keys.shape[0]
     if size == 0 or n == 0:
@@ -25,6 +28,8 @@ def ring_enqueue_(queue: torch.Tensor, ptr: torch.Tensor, keys: torch.Tensor) ->
     rows = (ptr + skip + torch.arange(n - skip, device=queue.device)) % size  # (min(n, K),)
     queue.index_copy_(0, rows, keys[skip:].to(queue.dtype))
     ptr.add_(n).remainder_(size)
+    if filled is not None:
+        filled.add_(n).clamp_(max=size)
 
 
 class QueueUpdate(AfterOptimizerStep):

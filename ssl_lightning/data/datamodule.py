@@ -178,12 +178,19 @@ class ImageDataModule(L.LightningDataModule):
         device = trainer.strategy.root_device if trainer is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return device.type == "cpu"
 
+    def augment_on_device(self, views):
+        """A training batch's views on the device: ``data.gpu_augment`` turns uint8 crops into augmented views
+        here unless the loader workers already did (:meth:`augments_in_workers`); otherwise unchanged."""
+        if self.device_views is None or self.augments_in_workers():
+            return views
+        return self.device_views(views)
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """``data.gpu_augment``: turn the training batch's uint8 crops into augmented views on the device."""
+        """``data.gpu_augment``: the training batch's views through :meth:`augment_on_device`."""
         trainer = self.trainer
-        if self.device_views is not None and trainer is not None and trainer.training and not self.augments_in_workers():
+        if self.device_views is not None and trainer is not None and trainer.training:
             views, labels = batch
-            batch = (self.device_views(views), labels)
+            batch = (self.augment_on_device(views), labels)
         return batch
 
     def train_dataloader(self) -> DataLoader:

@@ -125,8 +125,7 @@ class MoCo(SSLMethod):
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
         """Called by :class:`QueueUpdate` after the optimizer step with the keys of the global batch."""
-        ring_enqueue_(self.queue, self.queue_ptr, keys)
-        self.queue_filled.add_(keys.shape[0]).clamp_(max=self.queue.shape[0])  # the ring fills rows 0, 1, ... first
+        ring_enqueue_(self.queue, self.queue_ptr, keys, self.queue_filled)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """A checkpoint written before the queue started empty has no ``queue_filled``: its queue was full

@@ -111,8 +111,7 @@ class SwAV(SSLMethod):
     @torch.no_grad()
     def enqueue(self, z: torch.Tensor) -> None:
         """Called by :class:`QueueUpdate` after the optimizer step with (N, A, D) projections."""
-        ring_enqueue_(self.queue, self.queue_ptr, z)
-        self.queue_filled.add_(z.shape[0]).clamp_(max=self.queue_length)
+        ring_enqueue_(self.queue, self.queue_ptr, z, self.queue_filled)
 
     def forward_views(self, views: Sequence[torch.Tensor]) -> torch.Tensor:
         """Backbone features of all views, (V * B, F): one backbone call per run of same-size views."""
