@@ -24,6 +24,7 @@ class SimSiam(SSLMethod):
 
     Args:
         proj_hidden_dim, proj_output_dim: projector widths (2048, 2048).
+        proj_layers: projector depth, 3 (ImageNet); the paper's CIFAR-10 experiments use 2.
         pred_hidden_dim: predictor bottleneck (512).
     """
 
@@ -31,12 +32,15 @@ class SimSiam(SSLMethod):
     min_batch_size = 2  # BatchNorm in the heads
 
     def __init__(self, backbone, optimizer, scheduler=None, proj_hidden_dim: int = 2048, proj_output_dim: int = 2048,
-                 pred_hidden_dim: int = 512, lr_scaling: str = "linear", compile: bool = False, sync_batchnorm: bool = False):
+                 pred_hidden_dim: int = 512, proj_layers: int = 3, lr_scaling: str = "linear", compile: bool = False,
+                 sync_batchnorm: bool = False):
         super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile, sync_batchnorm=sync_batchnorm)
         for key, value in (("proj_hidden_dim", proj_hidden_dim), ("proj_output_dim", proj_output_dim),
                            ("pred_hidden_dim", pred_hidden_dim)):
             check(type(value) is int and value >= 1, f"method.{key}", value, "a layer width, an integer >= 1")
-        dims = [backbone.num_features, proj_hidden_dim, proj_hidden_dim, proj_output_dim]
+        check(type(proj_layers) is int and proj_layers >= 2, "method.proj_layers", proj_layers,
+              "a number of projector layers >= 2 (3 in the paper, 2 in its CIFAR-10 experiments)")
+        dims = [backbone.num_features] + [proj_hidden_dim] * (proj_layers - 1) + [proj_output_dim]
         self.projector = MLP(dims, last_norm=True, last_affine=False)
         self.predictor = MLP([proj_output_dim, pred_hidden_dim, proj_output_dim])
 

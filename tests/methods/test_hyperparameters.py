@@ -86,6 +86,7 @@ def test_warmup_cosine_keeps_fixed_groups_and_scales_the_others():
         (["method=vicreg", "method.gamma=-1.0"], "method.gamma=-1.0 is not allowed: a target standard deviation > 0"),
         (["method=vicreg", "method.proj_hidden_dim=-8"], "method.proj_hidden_dim=-8 is not allowed: a layer width"),
         (["method=simsiam", "method.pred_hidden_dim=0"], "method.pred_hidden_dim=0 is not allowed: a layer width"),
+        (["method=simsiam", "method.proj_layers=1"], "method.proj_layers=1 is not allowed: a number of projector layers >= 2"),
         (["method=simsiam", "augment.views=[{},{},{}]"], "augment.views gives 3 views but method SimSiam needs 2"),
         (["method=barlow_twins", "augment.views=[{},{size_ratio: 0.5, count: 4}]"],
          "augment.views gives 5 views but method BarlowTwins needs 2"),
@@ -110,6 +111,10 @@ def test_paper_heads(make_cfg, method):
         pred = [m for m in model.predictor if isinstance(m, torch.nn.Linear)]
         assert [lin.out_features for lin in pred] == [512, 2048] and pred[-1].bias is not None
         assert not isinstance(model.predictor[-1], torch.nn.BatchNorm1d)
+        cifar = instantiate(make_cfg("method=simsiam", "method.proj_layers=2").method, backbone=instantiate(make_cfg().backbone))
+        cifar_linears = [m for m in cifar.projector if isinstance(m, torch.nn.Linear)]
+        assert [lin.out_features for lin in cifar_linears] == [2048, 2048]  # the paper's CIFAR projector (Appendix D)
+        assert not cifar.projector[-1].affine
     else:
         assert [lin.out_features for lin in linears] == [8192, 8192, 8192] and len(norms) == 2
         assert isinstance(model.projector[-1], torch.nn.Linear) and model.projector[-1].bias is None
