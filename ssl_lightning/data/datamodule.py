@@ -188,7 +188,7 @@ class ImageDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """``data.gpu_augment``: the training batch's views through :meth:`augment_on_device`."""
         trainer = self.trainer
-        if self.device_views is not None and trainer is not None and trainer.training:
+        if trainer is not None and trainer.training:
             views, labels = batch
             batch = (self.augment_on_device(views), labels)
         return batch

@@ -113,7 +113,7 @@ def test_paper_heads(make_cfg, method):
         assert not isinstance(model.predictor[-1], torch.nn.BatchNorm1d)
         cifar = instantiate(make_cfg("method=simsiam", "method.proj_layers=2").method, backbone=instantiate(make_cfg().backbone))
         cifar_linears = [m for m in cifar.projector if isinstance(m, torch.nn.Linear)]
-        assert [lin.out_features for lin in cifar_linears] == [2048, 2048]  # the paper's CIFAR projector (Appendix D)
+        assert [lin.out_features for lin in cifar_linears] == [2048, 2048]  # the paper's CIFAR-10 projector
         assert not cifar.projector[-1].affine
     else:
         assert [lin.out_features for lin in linears] == [8192, 8192, 8192] and len(norms) == 2
