@@ -44,3 +44,8 @@ class MLP(nn.Sequential):
             layers += [nn.BatchNorm1d(dims[-1], affine=last_affine)]
         super().__init__(*layers)
         self.in_features, self.out_features = dims[0], dims[-1]
+
+    @classmethod
+    def of_depth(cls, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, **kwargs) -> MLP:
+        """``num_layers`` linears: ``in_dim -> hidden_dim x (num_layers - 1) -> out_dim``; ``kwargs`` as for ``MLP``."""
+        return cls([in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim], **kwargs)

@@ -51,8 +51,8 @@ class MoCoV3(SSLMethod):
             backbone.patch_embed.requires_grad_(False)
         self.temperature = temperature
         self.momentum_update = MomentumUpdate(base_tau, final_tau)
-        dims = [backbone.num_features] + [proj_hidden_dim] * (proj_num_layers - 1) + [proj_output_dim]
-        self.projector = MLP(dims, last_norm=True, last_affine=False)
+        self.projector = MLP.of_depth(backbone.num_features, proj_hidden_dim, proj_output_dim, proj_num_layers,
+                                      last_norm=True, last_affine=False)
         self.predictor = MLP([proj_output_dim, pred_hidden_dim, proj_output_dim], last_norm=pred_last_norm, last_affine=False)
         self.key_backbone = frozen_copy(backbone)
         self.key_projector = frozen_copy(self.projector)

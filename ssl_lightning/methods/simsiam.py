@@ -40,8 +40,8 @@ class SimSiam(SSLMethod):
             check(type(value) is int and value >= 1, f"method.{key}", value, "a layer width, an integer >= 1")
         check(type(proj_layers) is int and proj_layers >= 2, "method.proj_layers", proj_layers,
               "a number of projector layers >= 2 (3 in the paper, 2 in its CIFAR-10 experiments)")
-        dims = [backbone.num_features] + [proj_hidden_dim] * (proj_layers - 1) + [proj_output_dim]
-        self.projector = MLP(dims, last_norm=True, last_affine=False)
+        self.projector = MLP.of_depth(backbone.num_features, proj_hidden_dim, proj_output_dim, proj_layers,
+                                      last_norm=True, last_affine=False)
         self.predictor = MLP([proj_output_dim, pred_hidden_dim, proj_output_dim])
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
