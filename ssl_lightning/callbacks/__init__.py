@@ -12,6 +12,7 @@ from ssl_lightning.callbacks.reconstruction_grid import ReconstructionGrid
 from ssl_lightning.callbacks.steps import AfterOptimizerStep
 from ssl_lightning.callbacks.text_sample import TextSample
 from ssl_lightning.callbacks.view_grid import ViewGrid
+from ssl_lightning.callbacks.weight_decay import WeightDecaySchedule, cosine_value
 
 __all__ = [
     "AfterOptimizerStep",
@@ -27,7 +28,9 @@ __all__ = [
     "ReconstructionGrid",
     "TextSample",
     "ViewGrid",
+    "WeightDecaySchedule",
     "cosine_tau",
+    "cosine_value",
     "ema_update_",
     "frozen_copy",
     "knn_predict",

@@ -1,7 +1,7 @@
 """MAE's step time at mask ratios 0.5, 0.75 and 0.9 against the same ViT encoding every patch, in one run.
 
-    python -m ssl_lightning.bench_mae                                   # the MAE defaults (ViT-Tiny/2 on 16 px: 64 patches)
-    python -m ssl_lightning.bench_mae data.image_size=32 backbone=vit_tiny bench.batch_size=256 trainer.precision=bf16-mixed
+    python -m ssl_lightning.bench mae                                   # the MAE defaults (ViT-Tiny/2 on 16 px: 64 patches)
+    python -m ssl_lightning.bench mae data.image_size=32 backbone=vit_tiny bench.batch_size=256 trainer.precision=bf16-mixed
 
 A step is MAE's training step on a fixed random batch: encoder on the visible patches, decoder on all
 patches, loss, backward and AdamW update (no data loading). Mask ratio 0 is the reference: the same model
@@ -22,15 +22,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ssl_lightning.backbones.vit import patchify
+from ssl_lightning.bench.common import sync
 from ssl_lightning.config import config_dir
 from ssl_lightning.losses import mae_loss
 from ssl_lightning.optim import param_groups
 from ssl_lightning.transforms.masking import mask_to_ids, random_masking
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def make_step(model, device: torch.device, precision: str):
@@ -68,11 +64,11 @@ def bench(cfg: DictConfig) -> list[dict]:
     times: dict[float, list[float]] = {r: [] for r in ratios}
     for _ in range(cfg.bench.rounds):
         for r in ratios:
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             for _ in range(cfg.bench.steps):
                 step(images, masks[r], counts[r])
-            _sync(device)
+            sync(device)
             times[r].append((time.perf_counter() - start) / cfg.bench.steps)
     full = statistics.median(times[0.0])
     return [{"mask_ratio": r, "visible": n - counts[r], "patches": n, "batch": batch,
@@ -88,6 +84,3 @@ def main(cfg: DictConfig) -> None:
     for r in rows:
         print(f"{r['mask_ratio']:>10.2f} {r['visible']:>4}/{r['patches']:<5} {r['batch']:>6} {r['ms']:>9.1f} {r['ratio']:>9.3f}")
 
-
-if __name__ == "__main__":
-    main()

@@ -1,8 +1,8 @@
 """nanoGPT's CPU Shakespeare benchmark: our CLM run (``python -m ssl_lightning.train`` with
 ``experiment=clm_shakespeare_char``) against a plain-PyTorch loop of the same model, in one process.
 
-    SSL_LIGHTNING_DATA=../shared/data python -m ssl_lightning.bench_text
-    python -m ssl_lightning.bench_text data.path=/path/to/input.txt trainer.max_steps=500
+    SSL_LIGHTNING_DATA=../shared/data python -m ssl_lightning.bench text
+    python -m ssl_lightning.bench text data.path=/path/to/input.txt trainer.max_steps=500
 
 Both loops start from the same initial weights and train with the same configuration (nanoGPT's README CPU
 run: character level, block 64, batch 12, 4 layers, 4 heads, 128 wide, dropout 0, 2000 iterations, AdamW
@@ -15,7 +15,6 @@ optimizer, excluding validation, checkpointing and the first ``bench.warmup`` it
 from __future__ import annotations
 
 import copy
-import importlib
 import statistics
 import time
 
@@ -108,9 +107,9 @@ def main(cfg: DictConfig) -> None:
     warmup = cfg.bench.warmup
     ours_cfg = copy.deepcopy(cfg)
     OmegaConf.set_struct(ours_cfg, False)
-    ours_cfg.callbacks.bench_timer = {"_target_": "ssl_lightning.bench_text.IterationTimer", "warmup": warmup}
+    ours_cfg.callbacks.bench_timer = {"_target_": "ssl_lightning.bench.text.IterationTimer", "warmup": warmup}
     metrics = train(ours_cfg)
-    timer = importlib.import_module("ssl_lightning.bench_text").IterationTimer.last  # not __main__'s class
+    timer = IterationTimer.last
     ours_loss, ours_times = metrics["val/loss"], timer.times
     plain_loss, plain_times = plain_loop(copy.deepcopy(cfg), warmup)
 
@@ -126,6 +125,3 @@ def main(cfg: DictConfig) -> None:
     print(f"{'nanoGPT README':<22} {NANOGPT_README_VAL_LOSS:>9.2f}")
     print(f"time per iteration, ours / plain: {sum(ours_times) / len(ours_times) / (sum(plain_times) / len(plain_times)):.3f}")
 
-
-if __name__ == "__main__":
-    main()

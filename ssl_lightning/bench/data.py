@@ -1,4 +1,4 @@
-"""The input pipeline alone (``python -m ssl_lightning.bench --data``, or ``mode=data``): augmented views/s of
+"""The input pipeline alone (``python -m ssl_lightning.bench data``): augmented views/s of
 the per-sample PIL torchvision pipeline (``data.gpu_augment=false``: every view made by PIL in the loader
 workers) against the batched path (``data.gpu_augment=true``: crops in the workers, the rest of the view
 pipeline on the whole batch on the training device, here the device the benchmark runs on; on a CPU with
@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import default_collate
 
-from ssl_lightning.bench import image_overrides, to_device
+from ssl_lightning.bench.common import image_overrides, to_device
 
 
 def _views_per_s(datamodule, device: torch.device, batches: int) -> float:

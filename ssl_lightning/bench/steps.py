@@ -3,7 +3,7 @@ update, on the same pre-made batches, in the same process; the MAE visible-patch
 
     python -m ssl_lightning.bench                                   # every method, ResNet-18, batch 128, 32 px
     python -m ssl_lightning.bench bench.methods=[simclr,byol] bench.steps=20 trainer.precision=bf16-mixed
-    python -m ssl_lightning.bench --data                            # the input pipeline alone (same as mode=data)
+    python -m ssl_lightning.bench data                              # the input pipeline alone (same as mode=data)
     python -m ssl_lightning.bench data=imagefolder data.train_dir=DIR data.val_dir=DIR data.batch_size=256
 
 Step mode prints, per method, images/s (tokens/s for text methods) of each loop (median step time after ``bench.warmup``
@@ -11,9 +11,9 @@ steps), their ratio (ours / plain, the same batches), and the peak memory of eac
 ``max_memory_allocated`` on a GPU; on CPU the peak resident set size of the process (Linux ``VmHWM``,
 reset before each loop through ``/proc/self/clear_refs``), which includes the interpreter and the batches.
 Data loading is excluded from both loops: the batches are made once, up front. Then MAE's step time at
-mask ratio ``method.mask_ratio`` against the same ViT encoding every patch (:mod:`ssl_lightning.bench_mae`).
+mask ratio ``method.mask_ratio`` against the same ViT encoding every patch (:mod:`ssl_lightning.bench.mae`).
 
-Data mode (:mod:`ssl_lightning.bench_data`) measures augmented views/s of our pipeline against a per-sample
+Data mode (:mod:`ssl_lightning.bench.data`) measures augmented views/s of our pipeline against a per-sample
 PIL torchvision pipeline doing the same augmentations.
 """
 
@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import copy
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import hydra
 import lightning as L
@@ -35,7 +33,8 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from ssl_lightning.bench_plain import plain_step
+from ssl_lightning.bench.common import image_overrides, peak_memory_mib, reset_peak_memory, sync, to_device
+from ssl_lightning.bench.plain import plain_step
 from ssl_lightning.config import config_dir
 from ssl_lightning.train import check_compatible, fill_from_data
 
@@ -64,11 +63,11 @@ class _Timer(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if batch_idx >= self.warmup:
-            _sync(self.device)
+            sync(self.device)
             self.marks.append(time.perf_counter())
 
     def on_train_end(self, trainer, pl_module):
-        _sync(self.device)
+        sync(self.device)
         self.marks.append(time.perf_counter())
 
     @property
@@ -76,52 +75,7 @@ class _Timer(Callback):
         return [b - a for a, b in zip(self.marks, self.marks[1:])]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-# -- peak memory ---------------------------------------------------------------------------------------
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:  # Linux: "5" resets the peak RSS (VmHWM) to the current RSS
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def peak_memory_mib(device: torch.device) -> float:
-    """CUDA max_memory_allocated, or on CPU the process's peak RSS since the last reset (Linux VmHWM;
-    elsewhere ``ru_maxrss``, the peak of the whole run)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return rss / (2**20 if sys.platform == "darwin" else 1024)
-
-
 # -- one method -----------------------------------------------------------------------------------------
-
-
-def to_device(batch, device: torch.device):
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
 
 
 def build(cfg: DictConfig):
@@ -181,10 +135,10 @@ def time_plain(method, batches, batch_size: int, warmup: int, precision: str, de
     marks = []
     for i, batch in enumerate(batches):
         if i >= warmup:
-            _sync(device)
+            sync(device)
             marks.append(time.perf_counter())
         step(to_device(batch, device))
-    _sync(device)
+    sync(device)
     marks.append(time.perf_counter())
     return [b - a for a, b in zip(marks, marks[1:])]
 
@@ -222,15 +176,9 @@ def print_steps(rows: list[dict], precision: str, device: torch.device) -> None:
               f"{r['ratio']:>10.3f} {r['mem_ours']:>9.0f} {r['mem_plain']:>9.0f}")
 
 
-def image_overrides(cfg: DictConfig) -> list[str]:
-    img = cfg.bench.image
-    extra = ["data.num_samples=" + str(5 * img.batch_size)] if img.data == "synthetic" else []
-    return [f"data={img.data}", f"data.image_size={img.image_size}", f"data.batch_size={img.batch_size}", *extra]
-
-
 def mae_check(passed: list[str], cfg: DictConfig) -> list[dict]:
     """MAE at mask ratio ``bench.mae.mask_ratio`` against the same ViT encoding every patch."""
-    from ssl_lightning.bench_mae import bench as bench_mae
+    from ssl_lightning.bench.mae import bench as bench_mae
 
     mae = cfg.bench.mae
     overrides = [o for o in passed if not o.startswith(("backbone=", "backbone.", "method.", "augment"))]
@@ -252,7 +200,7 @@ def mae_check(passed: list[str], cfg: DictConfig) -> list[dict]:
 def main(cfg: DictConfig) -> None:
     passed = [o for o in HydraConfig.get().overrides.task if not o.startswith(("method=", "bench.", "mode="))]
     if cfg.mode == "data":
-        from ssl_lightning.bench_data import run as run_data
+        from ssl_lightning.bench.data import run as run_data
 
         run_data(cfg)
         return
@@ -270,12 +218,3 @@ def main(cfg: DictConfig) -> None:
     if cfg.bench.mae.enabled:
         mae_check(passed, cfg)
 
-
-def translate_argv(argv: list[str]) -> list[str]:
-    """``--data`` (a flag, not Hydra's ``key=value``) becomes ``mode=data`` before Hydra parses the line."""
-    return [("mode=data" if a == "--data" else a) for a in argv]
-
-
-if __name__ == "__main__":
-    sys.argv = translate_argv(sys.argv)
-    main()

@@ -1,0 +1,45 @@
+"""The benchmarks run and report what they promise (no timing assertions): the one entry point's modes, the step
+benchmark's rows, and MAE's comparison of every mask ratio with the full encoding."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from ssl_lightning.bench.__main__ import split_mode
+from ssl_lightning.bench.mae import bench
+from ssl_lightning.config import config_dir
+from tests.methods.test_training import SMALL_HEADS
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], ("steps", [])),
+    (["seed=1"], ("steps", ["seed=1"])),
+    (["steps", "seed=1"], ("steps", ["seed=1"])),
+    (["data", "seed=1"], ("steps", ["mode=data", "seed=1"])),
+    (["--data", "seed=1"], ("steps", ["mode=data", "seed=1"])),
+    (["mae", "bench.steps=2"], ("mae", ["bench.steps=2"])),
+    (["text"], ("text", [])),
+])
+def test_one_entry_point_picks_the_benchmark(argv, expected):
+    assert split_mode(argv) == expected
+
+
+@pytest.mark.parametrize("method", ["moco"])  # EMA and queue in both loops
+def test_bench_rows(tmp_path, method):
+    from ssl_lightning.bench.steps import bench_method
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("bench", overrides=[f"method={method}", f"paths.output_dir={tmp_path}", "data=synthetic",
+                                          "data.image_size=8", "data.batch_size=4", *SMALL_HEADS[method]])
+    row = bench_method(cfg, warmup=1, steps=1)
+    assert row["unit"] == "img" and row["batch"] == 4 and row["ours"] > 0 and row["plain"] > 0 and row["mem_ours"] > 0
+
+
+def test_bench_reports_each_ratio_against_the_full_encoding(tmp_path):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("bench_mae", overrides=[
+            f"paths.output_dir={tmp_path}", "backbone.depth=1", "backbone.embed_dim=32", "backbone.num_heads=2",
+            "method.decoder_dim=32", "method.decoder_depth=1", "method.decoder_num_heads=2", "bench.batch_size=4",
+            "bench.warmup=1", "bench.steps=1", "bench.rounds=1"])
+    rows = bench(cfg)
+    assert [(r["mask_ratio"], r["visible"]) for r in rows] == [(0.0, 64), (0.5, 32), (0.75, 16), (0.9, 6)]
+    assert rows[0]["ratio"] == 1.0 and all(r["ms"] > 0 for r in rows)
