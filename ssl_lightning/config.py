@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -46,13 +46,16 @@ def find_config_error(exc: BaseException | None) -> ConfigError | None:
 
 
 @contextmanager
-def exit_on_config_error() -> Iterator[None]:
+def exit_on_config_error(on_exit: Callable[[], object] | None = None) -> Iterator[None]:
     """For entry points: a configuration error becomes one line, ``Configuration error: ...``, and a non-zero
-    exit, with no traceback; every other exception passes through."""
+    exit, with no traceback; every other exception passes through. ``on_exit`` runs first (e.g. removing a run
+    directory the failed run left empty)."""
     try:
         yield
     except (ConfigError, InstantiationException) as e:
         error = find_config_error(e)
         if error is None:
             raise
+        if on_exit is not None:
+            on_exit()
         raise SystemExit(f"Configuration error: {error}") from None

@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim.lr_scheduler import LambdaLR
 
 from ssl_lightning.config import check
@@ -103,6 +104,9 @@ def warmup_cosine(
     Parameter groups with ``fixed_lr=True`` keep their LR (SimSiam's predictor).
     """
     warmup = warmup_steps if warmup_steps is not None else int(round(warmup_epochs * steps_per_epoch))
+    if warmup > total_steps:
+        rank_zero_warn(f"this run ({total_steps} optimizer steps) is shorter than its warm-up ({warmup} steps): the "
+                       f"learning rate never reaches its base value; lower method.warmup_epochs for a short run")
     warmup = min(warmup, total_steps)
 
     def factor(step: int) -> float:

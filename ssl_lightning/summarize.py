@@ -12,7 +12,8 @@ stopped early: status ``partial``). The printed table shows the overrides that d
 common ones are listed above it); the CSV (``out=FILE``, by default ``summary.csv`` in the sweep
 directory) has every override, metric, the status and the run directory.
 
-Options: ``out=FILE``, ``sort=KEY`` (a metric, highest first; default: the job order),
+Options: ``out=FILE``, ``sort=KEY`` (a metric: losses, perplexities and errors lowest first, other metrics
+highest first; default: the job order),
 ``metrics=A,B`` (the metric columns of the printed table; default: all).
 """
 
@@ -102,6 +103,11 @@ def metric_order(key: str) -> tuple[int, str]:
     return 6, key
 
 
+def lower_is_better(metric: str) -> bool:
+    """Losses, perplexities and errors sort lowest first; accuracies and everything else highest first."""
+    return any(word in metric.rsplit("/", 1)[-1] for word in ("loss", "ppl", "perplexity", "error"))
+
+
 def summarize(paths: list[Path], out: Path | None = None, sort: str | None = None,
               metrics: list[str] | None = None) -> tuple[str, Path, list[dict[str, Any]]]:
     """Read every run under ``paths``; write the CSV; return (printed text, CSV path, rows)."""
@@ -115,9 +121,11 @@ def summarize(paths: list[Path], out: Path | None = None, sort: str | None = Non
             raise ConfigError(f"sort={sort!r} is not allowed: one of {metric_keys + keys}")
         numeric = sort in metric_keys
 
+        sign = 1 if lower_is_better(sort) else -1
+
         def sort_key(r):
             value = r["metrics"].get(sort) if numeric else r["overrides"].get(sort)
-            return (value is None, -value if numeric and value is not None else value or "")
+            return (value is None, sign * value if numeric and value is not None else value or "")
 
         runs.sort(key=sort_key)
     shown = metric_keys

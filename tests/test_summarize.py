@@ -57,8 +57,11 @@ def test_lists_both_runs_with_their_overrides(sweep, capsys):
 def test_sort_and_metric_selection(sweep, tmp_path):
     text, out, runs = summarize([sweep], out=tmp_path / "t.csv", sort="train/loss", metrics=["train/loss"])
     losses = [r["metrics"]["train/loss"] for r in runs]
-    assert losses == sorted(losses, reverse=True) and out.is_file()
+    assert losses == sorted(losses) and len(set(losses)) > 1 and out.is_file()  # a loss: lowest first
     assert "val/knn_top1" not in text.splitlines()[1]
+    _, _, runs = summarize([sweep], out=tmp_path / "k.csv", sort="val/knn_top1")
+    accuracies = [r["metrics"]["val/knn_top1"] for r in runs]
+    assert accuracies == sorted(accuracies, reverse=True)  # an accuracy: highest first
 
 
 def test_a_run_without_metrics_json_falls_back_to_tensorboard(sweep, tmp_path):

@@ -7,6 +7,7 @@ from ssl_lightning.callbacks.linear_probe import OnlineLinearProbe
 from ssl_lightning.callbacks.momentum import MomentumUpdate, cosine_tau, ema_update_, frozen_copy
 from ssl_lightning.callbacks.nonfinite import NonFiniteLoss, NonFiniteLossError
 from ssl_lightning.callbacks.preemption import Preemption
+from ssl_lightning.callbacks.progress import ProgressBar
 from ssl_lightning.callbacks.queue import QueueUpdate, ring_enqueue_
 from ssl_lightning.callbacks.reconstruction_grid import ReconstructionGrid
 from ssl_lightning.callbacks.steps import AfterOptimizerStep
@@ -24,6 +25,7 @@ __all__ = [
     "NonFiniteLossError",
     "OnlineLinearProbe",
     "Preemption",
+    "ProgressBar",
     "QueueUpdate",
     "ReconstructionGrid",
     "TextSample",
