@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install train test bench clean
+.PHONY: install train test bench gpu-check clean
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m ssl_lightning.bench $(ARGS)
+
+# On a machine with NVIDIA GPUs: GPU tests, every method in bf16 on 1 and all GPUs, the bf16 bench and the eval
+# protocols on 2 devices; writes gpu-check.md (under 10 minutes on one GPU). Without CUDA it says so and exits 0.
+gpu-check: $(STAMP)
+	$(PY) -m ssl_lightning.gpu_check $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -95,3 +95,20 @@ def error_of(exc: BaseException) -> str:
     while exc.__cause__ is not None and not isinstance(exc, ConfigError):
         exc = exc.__cause__
     return str(exc)
+
+
+# -- GPU tests: collected everywhere (pytest -m gpu --collect-only lists them), skipped without CUDA ------------
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    cuda = torch.cuda.device_count()
+    for item in items:
+        marker = item.get_closest_marker("gpu")
+        if marker is None:
+            continue
+        need = marker.kwargs.get("devices", 1)  # @pytest.mark.gpu(devices=2): NCCL tests need two GPUs
+        if cuda < need:
+            reason = "needs CUDA (no GPU visible)" if cuda == 0 else f"needs {need} GPUs, {cuda} visible"
+            item.add_marker(pytest.mark.skip(reason=f"GPU test: {reason}; run `make gpu-check` on a GPU machine"))

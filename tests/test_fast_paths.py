@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 
+import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -192,6 +193,9 @@ def test_cpu_run_makes_the_batched_views_in_the_loader_workers():
     def first_batch(workers: int):
         dm = SyntheticDataModule(num_samples=16, image_size=16, batch_size=8, num_workers=workers, gpu_augment=True,
                                  train_transform=MultiViewTransform(size=16, blur_prob=0.5))
+        # a CPU run (without a trainer the datamodule assumes the GPU where one is visible)
+        dm.trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                               enable_progress_bar=False, enable_model_summary=False)
         dm.setup("fit")
         views, labels = next(iter(dm.train_dataloader()))
         return dm, views
