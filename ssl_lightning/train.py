@@ -22,13 +22,14 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from ssl_lightning import launch
+from ssl_lightning import cluster, launch
 from ssl_lightning.callbacks.nonfinite import NonFiniteLossError
 from ssl_lightning.checkpoint import load_checkpoint
 from ssl_lightning.config import ConfigError, check, config_dir, exit_on_config_error, find_config_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+cluster.register()  # hydra/launcher=submitit_slurm and hydra/sweeper=optuna follow the trainer and the objective
 
 
 def checkpoint_to_resume(cfg: DictConfig) -> str | None:
