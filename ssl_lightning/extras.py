@@ -12,7 +12,6 @@ EXTRAS = {
     "mlflow": ("mlflow", "logger=mlflow"),
     "cluster": ("hydra_plugins.hydra_submitit_launcher", "hydra/launcher=submitit_slurm"),
     "optuna": ("hydra_plugins.hydra_optuna_sweeper", "hydra/sweeper=optuna"),
-    "text": ("tokenizers", "data.tokenizer=bpe"),
 }
 
 

@@ -144,3 +144,19 @@ def test_is_a_plain_module_for_the_rest_of_the_code():
     backbone = timm_backbone("resnet18")
     assert isinstance(backbone, TimmBackbone) and backbone.num_features == 512
     assert all(k.startswith("model.") for k in backbone.state_dict())
+
+
+def test_simclr_trains_a_timm_convnext(make_cfg):
+    """The issue's `method=simclr backbone=timm backbone.name=convnext_atto`, on tiny made-up 16-px data (resized
+    up to ConvNeXt's stride of 32): the run trains, evaluates and checkpoints a timm model."""
+    from ssl_lightning.checkpoint import load_pretrained
+    from ssl_lightning.train import train
+
+    cfg = make_cfg("backbone=timm", "backbone.name=convnext_atto", "method.proj_hidden_dim=32", "method.proj_output_dim=16",
+                   "data.num_samples=32", "data.batch_size=16", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1",
+                   "callbacks.knn.k=5", "~callbacks.embedding_projector", "~callbacks.view_grid")
+    metrics = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["train/loss"])) and 0 <= metrics["val/knn_top1"] <= 100
+    trained = load_pretrained(f"{cfg.paths.output_dir}/checkpoints/last.ckpt").module
+    assert isinstance(trained, TimmBackbone) and trained.name == "convnext_atto" and trained.num_features == 320
+    assert cfg.backbone.patch_size is None  # ConvNeXt has no patches: the resolver leaves it unset
