@@ -52,6 +52,9 @@ def parse(argv: list[str]) -> ExportArgs:
         raise ConfigError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required; {USAGE}")
     if args.format not in FORMATS:
         raise ConfigError(f"format={args.format!r} is not allowed: one of {', '.join(FORMATS)}")
+    if args.format == "safetensors" and not str(args.out).endswith(".safetensors"):
+        raise ConfigError(f"out={args.out!r} is not allowed with format=safetensors: a file name ending in .safetensors "
+                          "(how it is recognised when read back)")
     return OmegaConf.to_object(args)
 
 

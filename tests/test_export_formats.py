@@ -94,10 +94,14 @@ def test_resnet_with_cifar_stem_cannot_go_to_timm_but_goes_to_safetensors(pretra
     torch.testing.assert_close(features(load_pretrained(out).module), features(ours), rtol=0, atol=0)  # eval reads it
 
 
-def test_unknown_format_is_named():
+def test_unknown_format_and_a_safetensors_file_without_its_suffix_are_named():
     with pytest.raises(SystemExit) as info:
         export_main(["ckpt=x.ckpt", "out=y.pt", "format=onnx"])
     assert str(info.value) == "Configuration error: format='onnx' is not allowed: one of torch, safetensors, timm"
+    with pytest.raises(SystemExit) as info:
+        export_main(["ckpt=x.ckpt", "out=y.pt", "format=safetensors"])
+    assert str(info.value).startswith("Configuration error: out='y.pt' is not allowed with format=safetensors: a file "
+                                      "name ending in .safetensors")
 
 
 def test_timm_vit_pretrained_with_mae_at_224_loads_back_into_timm(tmp_path):
