@@ -104,6 +104,7 @@ def test_unknown_format_and_a_safetensors_file_without_its_suffix_are_named():
                                       "name ending in .safetensors")
 
 
+@pytest.mark.slow  # about 20 s of CPU: a 12-block ViT on 224-px images
 def test_timm_vit_pretrained_with_mae_at_224_loads_back_into_timm(tmp_path):
     """The issue's command `method=mae backbone=timm backbone.name=vit_tiny_patch16_224 data.image_size=224`,
     shrunk (2 steps, a 1-block decoder), then export format=timm and timm.create_model."""
