@@ -98,6 +98,7 @@ def optuna_sweep(tmp_path_factory):
     return sweep_dir
 
 
+@pytest.mark.slow  # the 3 trials: about 30 s of CPU
 def test_optuna_runs_three_trials_and_keeps_the_best(optuna_sweep):
     knn, temperatures = [], []
     for trial in range(3):
@@ -112,6 +113,7 @@ def test_optuna_runs_three_trials_and_keeps_the_best(optuna_sweep):
     assert best.best_params["method.temperature"] == pytest.approx(temperatures[knn.index(max(knn))])
 
 
+@pytest.mark.slow  # shares the 3-trial search
 def test_summarize_reads_the_search_and_plots_the_objective(optuna_sweep, capsys):
     from ssl_lightning.summarize import main as summarize
 
