@@ -45,6 +45,7 @@ def logged_run(tmp_path_factory):
     return run_dir, metrics, logged, config
 
 
+@pytest.mark.slow  # the shared run: about 30 s of CPU, W&B's service start-up included
 def test_wandb_gets_the_scalars_config_and_images(logged_run):
     import wandb
 
@@ -61,6 +62,7 @@ def test_wandb_gets_the_scalars_config_and_images(logged_run):
     assert list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))  # written for `wandb sync`
 
 
+@pytest.mark.slow  # the shared run: about 30 s of CPU, W&B's service start-up included
 def test_mlflow_gets_the_scalars_config_and_images(logged_run):
     from mlflow.tracking import MlflowClient
 
@@ -92,6 +94,7 @@ def test_a_missing_extra_names_the_pip_command(make_cfg, monkeypatch, logger, me
     assert error_of(info.value) == message
 
 
+@pytest.mark.slow  # the shared run: about 30 s of CPU, W&B's service start-up included
 def test_metrics_json_is_what_the_loggers_saw(logged_run):
     run_dir, metrics, _, _ = logged_run
     written = json.loads((run_dir / "metrics.json").read_text())["metrics"]
