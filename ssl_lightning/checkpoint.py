@@ -126,6 +126,14 @@ def read(path: str | Path, key: str = "ckpt", how_to: str = HOW_TO) -> Any:
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"{key}={str(path)!r} is not a file: {how_to}")
+    if path.suffix == ".safetensors":  # `export format=safetensors`: tensors only by construction
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except SafetensorError as e:
+            raise ConfigError(f"{key}={str(path)!r} is not a safetensors file ({e}); {how_to}") from e
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -159,8 +167,18 @@ def data_modality(data_target: str | None) -> str:
     return cls.__name__.lower().replace("datamodule", "") or "unknown"
 
 
+def timm_backbone_of(state: dict[str, torch.Tensor], timm_meta: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:
+    """A ``format=timm`` export as the state and config of ``backbone=timm`` (weights under ``model.``)."""
+    args = dict(timm_meta.get("model_args") or {})
+    config = {"_target_": "ssl_lightning.backbones.timm_backbone", "name": timm_meta["model"],
+              "img_size": args.pop("img_size", None), "patch_size": args.pop("patch_size", None), "model_args": args}
+    return {f"model.{k}": v for k, v in state.items()}, config
+
+
 def build_backbone(config: dict[str, Any], key: str) -> nn.Module:
     target = config.get("_target_") if isinstance(config, dict) else None
+    if target == "ssl_lightning.backbones.timm_backbone":  # the weights come from the file: never download
+        config = {**config, "pretrained": False, "checkpoint": None}
     if not isinstance(target, str) or not target.startswith("ssl_lightning."):
         raise ConfigError(f"{key}: the backbone config names _target_={target!r}; only ssl_lightning backbones are "
                           "built from a checkpoint's config (a file never chooses which code runs)")
@@ -237,6 +255,8 @@ def load_pretrained(path: str | Path, prefix: str = "backbone", backbone: dict[s
                 raise ConfigError(f"{name}: its sidecar {sidecar} was not written by `python -m ssl_lightning.export`")
             info = dict(config=meta["backbone"], method=meta.get("method"), modality=meta.get("modality", "unknown"),
                         source=meta.get("source") or {}, preprocessing=meta.get("preprocessing"))
+            if meta.get("file_format") == "timm":  # timm's names: rebuild it as backbone=timm
+                state, info["config"] = timm_backbone_of(state, meta["timm"])
         elif backbone is not None:
             info = dict(config={}, method=None, modality="unknown", source={"checkpoint": str(path.resolve())},
                         preprocessing=None)
@@ -257,12 +277,37 @@ def load_pretrained(path: str | Path, prefix: str = "backbone", backbone: dict[s
     return pretrained
 
 
-def export(pretrained: PretrainedBackbone, out: str | Path) -> tuple[Path, Path]:
-    """Write the backbone's ``state_dict`` to ``out`` and its description to ``out.json``; returns both paths."""
+def save_state_dict(state: dict[str, torch.Tensor], out: Path, safetensors: bool) -> None:
+    """``torch.save`` (atomically) or, with ``safetensors``, ``safetensors.torch.save_file`` (a temporary file
+    renamed over ``out``)."""
+    if not safetensors:
+        atomic_torch_save(state, out)
+        return
+    from safetensors.torch import save_file
+
+    tmp = out.with_name(f".{out.name}.tmp")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, out)
+
+
+def export(pretrained: PretrainedBackbone, out: str | Path, format: str = "torch") -> tuple[Path, Path]:
+    """Write the backbone's ``state_dict`` to ``out`` and its description to ``out.json``; returns both paths.
+
+    ``format``: ``torch`` (``torch.save``), ``safetensors``, or ``timm`` (timm's key names for the timm model the
+    sidecar names, see :mod:`ssl_lightning.backbones.to_timm`; a safetensors file when ``out`` ends with
+    ``.safetensors``, else ``torch.save``).
+    """
     out = Path(out).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in pretrained.module.state_dict().items()}
-    atomic_torch_save(state, out)
+    timm_export = None
+    if format == "timm":
+        from ssl_lightning.backbones.to_timm import to_timm
+
+        timm_export = to_timm(pretrained.module, pretrained.config)
+        state = timm_export.state_dict
+    else:
+        state = {k: v.detach().cpu().clone() for k, v in pretrained.module.state_dict().items()}
+    save_state_dict(state, out, safetensors=format == "safetensors" or (format == "timm" and out.suffix == ".safetensors"))
     meta = {
         "format": SIDECAR_FORMAT,
         "version": SIDECAR_VERSION,
@@ -273,7 +318,13 @@ def export(pretrained: PretrainedBackbone, out: str | Path) -> tuple[Path, Path]
         "preprocessing": pretrained.preprocessing,
         "source": pretrained.source,
         "torch": torch.__version__,
+        "file_format": format,
     }
+    if timm_export is not None:  # the file is timm's, not ours: `ssl_lightning.eval` rebuilds it with backbone=timm
+        import timm
+
+        meta["timm"] = {"model": timm_export.name, "model_args": timm_export.model_args, "timm": timm.__version__,
+                        "create_model": timm_export.create_call(str(out))}
     sidecar = sidecar_path(out)
     sidecar.write_text(json.dumps(meta, indent=2) + "\n")
     return out, sidecar

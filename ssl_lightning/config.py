@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
+from omegaconf import OmegaConf
 
 
 class ConfigError(ValueError):
@@ -59,3 +60,13 @@ def exit_on_config_error(on_exit: Callable[[], object] | None = None) -> Iterato
         if on_exit is not None:
             on_exit()
         raise SystemExit(f"Configuration error: {error}") from None
+
+
+def _timm_patch_size(name: str) -> int | None:
+    from ssl_lightning.backbones.timm_backbone import default_patch_size
+
+    return default_patch_size(name)
+
+
+# backbone=timm: the model's own patch size, known before the backbone is built (conf/backbone/timm.yaml)
+OmegaConf.register_new_resolver("timm_patch_size", _timm_patch_size, replace=True, use_cache=True)

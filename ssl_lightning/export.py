@@ -2,6 +2,14 @@
 
     python -m ssl_lightning.export ckpt=outputs/DATE/TIME/checkpoints/last.ckpt out=simclr_r18.pt
     python -m ssl_lightning.export ckpt=... out=byol_teacher.pt prefix=teacher_backbone
+    python -m ssl_lightning.export ckpt=... out=r18.safetensors format=safetensors
+    python -m ssl_lightning.export ckpt=... out=mae_vit.safetensors format=timm
+
+``format``: ``torch`` (``torch.save``, the default), ``safetensors`` (the same tensors in the safetensors
+format), or ``timm``: the weights in timm's names for the timm model the sidecar names (``backbone=timm``
+models; our ViT as ``timm.models.VisionTransformer``; torchvision ResNets without the CIFAR stem as timm's
+``resnet*``), which ``timm.create_model(NAME, pretrained=True, pretrained_cfg_overlay=dict(file=OUT),
+num_classes=0, **ARGS)`` loads; the exact call is printed and stored in the sidecar (``timm.create_model``).
 
 writes ``out`` (tensors only: ``torch.load(out, weights_only=True)`` loads it into the same torchvision ResNet
 with ``fc = nn.Identity()``, or into ``ssl_lightning.backbones.vit(...)``) and the sidecar ``out.json``
@@ -21,7 +29,8 @@ from omegaconf.errors import OmegaConfBaseException
 from ssl_lightning.checkpoint import export, load_pretrained
 from ssl_lightning.config import ConfigError, exit_on_config_error
 
-USAGE = "usage: python -m ssl_lightning.export ckpt=PATH out=FILE [prefix=backbone]"
+USAGE = "usage: python -m ssl_lightning.export ckpt=PATH out=FILE [prefix=backbone] [format=torch|safetensors|timm]"
+FORMATS = ("torch", "safetensors", "timm")
 
 
 @dataclass
@@ -29,6 +38,7 @@ class ExportArgs:
     ckpt: str = MISSING  # a pretraining checkpoint (.ckpt)
     out: str = MISSING  # the state_dict file to write; its sidecar is out + ".json"
     prefix: str = "backbone"  # which weights: backbone (online encoder) or e.g. teacher_backbone (BYOL's EMA teacher)
+    format: str = "torch"  # torch | safetensors | timm
 
 
 def parse(argv: list[str]) -> ExportArgs:
@@ -40,6 +50,11 @@ def parse(argv: list[str]) -> ExportArgs:
         raise ConfigError(f"{str(e).splitlines()[0]}; {USAGE}") from e
     if missing:
         raise ConfigError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required; {USAGE}")
+    if args.format not in FORMATS:
+        raise ConfigError(f"format={args.format!r} is not allowed: one of {', '.join(FORMATS)}")
+    if args.format == "safetensors" and not str(args.out).endswith(".safetensors"):
+        raise ConfigError(f"out={args.out!r} is not allowed with format=safetensors: a file name ending in .safetensors "
+                          "(how it is recognised when read back)")
     return OmegaConf.to_object(args)
 
 
@@ -51,11 +66,15 @@ def main(argv: list[str] | None = None) -> None:
     with exit_on_config_error():
         args = parse(argv)
         pretrained = load_pretrained(args.ckpt, prefix=args.prefix)
-        state_file, sidecar = export(pretrained, args.out)
+        state_file, sidecar = export(pretrained, args.out, args.format)
     params = sum(p.numel() for p in pretrained.module.parameters())
     step = pretrained.source.get("global_step")
     print(f"wrote {state_file} ({pretrained.description}, {params / 1e6:.2f}M parameters, "
           f"{pretrained.module.num_features} features; {pretrained.method} at step {step}) and {sidecar}")
+    if args.format == "timm":
+        import json
+
+        print("load it with: " + json.loads(sidecar.read_text())["timm"]["create_model"])
 
 
 if __name__ == "__main__":

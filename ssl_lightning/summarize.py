@@ -15,6 +15,11 @@ directory) has every override, metric, the status and the run directory.
 Options: ``out=FILE``, ``sort=KEY`` (a metric: losses, perplexities and errors lowest first, other metrics
 highest first; default: the job order),
 ``metrics=A,B`` (the metric columns of the printed table; default: all).
+
+An Optuna search (``hydra/sweeper=optuna``) reads like a grid sweep (its trials are the numbered jobs); its
+best parameters and value (``optimization_results.yaml``) are printed below the table. For both, the objective
+against each swept numeric parameter is plotted to ``objective.png`` next to the CSV
+(:mod:`ssl_lightning.objective_plot`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ssl_lightning.config import ConfigError, exit_on_config_error
+from ssl_lightning.objective_plot import plot_objective, read_optuna
 from ssl_lightning.table import format_table
 
 OPTIONS = ("out", "sort", "metrics")
@@ -149,6 +155,12 @@ def summarize(paths: list[Path], out: Path | None = None, sort: str | None = Non
         writer.writeheader()
         for r in runs:
             writer.writerow({**row(r, keys, metric_keys), "path": r["path"]})
+    optuna = read_optuna(paths[0]) if len(paths) == 1 and paths[0].is_dir() else None
+    if optuna is not None:
+        text += f"\nOptuna best: {optuna.get('best_value')} with {optuna.get('best_params')}"
+    png = plot_objective(runs, out.with_name("objective.png"))
+    if png is not None:
+        text += f"\nPlot: {png}"
     return text, out, runs
 
 

@@ -25,13 +25,14 @@ from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from ssl_lightning import cli, console, launch
+from ssl_lightning import cli, cluster, console, launch
 from ssl_lightning.callbacks.nonfinite import NonFiniteLossError
 from ssl_lightning.checkpoint import load_checkpoint
 from ssl_lightning.config import ConfigError, check, config_dir, exit_on_config_error, find_config_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+cluster.register()  # hydra/launcher=submitit_slurm and hydra/sweeper=optuna follow the trainer and the objective
 
 
 def checkpoint_to_resume(cfg: DictConfig) -> str | None:
@@ -99,6 +100,11 @@ def check_compatible(method, datamodule, transform) -> None:
         raise ConfigError(f"augment.views gives {views} views but method {type(method).__name__} needs {need}")
     if hasattr(method, "check_views") and hasattr(transform, "view_sizes"):
         method.check_views(transform.view_sizes)
+    size = getattr(method.backbone, "image_size", None)  # a ViT is built for one image size
+    if size is not None and getattr(datamodule, "image_size", size) != size:
+        raise ConfigError(f"data.image_size={datamodule.image_size} is not allowed: the backbone (a ViT) is built for "
+                          f"{size}x{size} images; leave its image size (backbone.image_size / backbone.img_size) at "
+                          "${data.image_size}")
     if datamodule.batch_size < method.min_batch_size:
         raise ConfigError(
             f"data.batch_size={datamodule.batch_size} is too small for {type(method).__name__}: "

@@ -5,10 +5,10 @@ from __future__ import annotations
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
 from torchvision.utils import make_grid
 
 from ssl_lightning.backbones.vit import patchify, unpatchify
+from ssl_lightning.callbacks.images import image_loggers, log_image
 from ssl_lightning.transforms.masking import random_masking
 
 
@@ -36,13 +36,13 @@ class ReconstructionGrid(Callback):
 
     @torch.no_grad()
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        loggers = image_loggers(trainer)
         if trainer.sanity_checking or not trainer.is_global_zero or not loggers or self._images is None:
             return
         images = self._images.to(pl_module.device)
         grid = self.grid(pl_module, images, trainer.datamodule.mean, trainer.datamodule.std)
         for logger in loggers:
-            logger.experiment.add_image("val/reconstruction", grid, global_step=trainer.global_step)
+            log_image(logger, "val/reconstruction", grid, trainer.global_step)
 
     def grid(self, pl_module: L.LightningModule, images: torch.Tensor, mean, std) -> torch.Tensor:
         """(3, H', W') image grid in [0, 1]: originals, masked inputs, reconstructions."""

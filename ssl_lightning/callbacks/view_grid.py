@@ -6,8 +6,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
 from torchvision.utils import make_grid
+
+from ssl_lightning.callbacks.images import image_loggers, log_image
 
 
 class ViewGrid(Callback):
@@ -22,12 +23,12 @@ class ViewGrid(Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         if trainer.global_step != 0 or batch_idx != 0 or not trainer.is_global_zero:
             return
-        loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        loggers = image_loggers(trainer)
         views = batch[0]
         if loggers and isinstance(views, dict) and "tiles" in views:
             grid = self.puzzles(views["tiles"][: self.num_images].detach().float().cpu())
             for logger in loggers:
-                logger.experiment.add_image("train/views", grid, global_step=0)
+                log_image(logger, "train/views", grid, 0)
             return
         if not loggers or not isinstance(views, (list, tuple)):
             return
@@ -44,7 +45,7 @@ class ViewGrid(Callback):
             rows.append(F.interpolate(v, size=(size, size), mode="nearest") if v.shape[-1] != size else v)
         grid = make_grid(torch.cat(rows).clamp(0, 1), nrow=min(self.num_images, len(rows[0])))
         for logger in loggers:
-            logger.experiment.add_image("train/views", grid, global_step=0)
+            log_image(logger, "train/views", grid, 0)
 
     @staticmethod
     def puzzles(tiles: torch.Tensor) -> torch.Tensor:

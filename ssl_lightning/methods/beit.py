@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from ssl_lightning.backbones.vit import VisionTransformer
+from ssl_lightning.backbones import has_token_interface, token_interface_help
 from ssl_lightning.config import check
 from ssl_lightning.data.datamodule import TransformedDataset
 from ssl_lightning.distributed import world_size
@@ -56,8 +56,8 @@ class BEiT(SSLMethod):
                  tokenizer_fit_iters: int = 20, clip_grad: float = 3.0, lr_scaling: str = "linear",
                  compile: bool = False, sync_batchnorm: bool = False):
         super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile, sync_batchnorm=sync_batchnorm)
-        check(isinstance(backbone, VisionTransformer), "backbone", type(backbone).__name__,
-              "a ViT (e.g. backbone=vit_tiny_p2, vit_tiny, vit_small): BEiT masks image patches")
+        check(has_token_interface(backbone), "backbone", type(backbone).__name__,
+              f"{token_interface_help(backbone)}: BEiT masks image patches")
         check_mask_ratio(mask_ratio)
         check(isinstance(vocab_size, int) and vocab_size >= 2, "method.vocab_size", vocab_size, "an integer >= 2")
         check(tokenizer_fit_iters >= 1 and tokenizer_fit_images >= 1 and tokenizer_fit_patches >= vocab_size,

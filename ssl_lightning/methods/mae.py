@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ssl_lightning.backbones.vit import VisionTransformer, patchify
+from ssl_lightning.backbones import has_token_interface, token_interface_help
+from ssl_lightning.backbones.vit import patchify
 from ssl_lightning.callbacks.reconstruction_grid import ReconstructionGrid
 from ssl_lightning.config import check
 from ssl_lightning.heads import MAEDecoder
@@ -42,8 +43,8 @@ class MAE(SSLMethod):
                  decoder_depth: int = 8, decoder_num_heads: int = 16, norm_pix_loss: bool = True, grid_images: int = 8,
                  lr_scaling: str = "linear", compile: bool = False, sync_batchnorm: bool = False):
         super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile, sync_batchnorm=sync_batchnorm)
-        check(isinstance(backbone, VisionTransformer), "backbone", type(backbone).__name__,
-              "a ViT (e.g. backbone=vit_tiny_p2, vit_tiny, vit_small): MAE encodes image patches")
+        check(has_token_interface(backbone), "backbone", type(backbone).__name__,
+              f"{token_interface_help(backbone)}: MAE encodes image patches")
         masking = RandomMasking(mask_ratio)
         masking.validate(backbone.grid_size, backbone.grid_size)
         check(decoder_depth >= 1 and decoder_dim % decoder_num_heads == 0 and decoder_dim % 4 == 0, "method.decoder_dim",
