@@ -95,8 +95,10 @@ def split_overrides(args: list[str]) -> list[str] | None:
 
 
 def _values(override) -> list[str]:
+    """The option(s) or value(s) an override sets: each choice of a sweep, each item of a list of group options."""
     if not override.is_sweep_override():
-        return [override.get_value_element_as_str()]
+        value = override.value()
+        return [str(v) for v in value] if isinstance(value, list) else [override.get_value_element_as_str()]
     try:
         return list(override.sweep_string_iterator())
     except Exception:  # interval sweeps (Optuna): nothing to enumerate
@@ -170,9 +172,10 @@ def override_problems(overrides: list[str], config_name: str = "train") -> list[
                 close = difflib.get_close_matches(value, options, n=3, cutoff=0.5)
                 hint = f"did you mean {' or '.join(close)}? " if close else ""
                 problems.append(f"{name}={value}: no such option; {hint}options: {', '.join(options)}")
-            if not bad:
+            if not bad:  # a sweep composes with its first choice; a list of options as it is
                 values = _values(override)
-                groups.append(f"{text.split('=', 1)[0]}={values[0]}" if values else text)
+                first = values[0] if override.is_sweep_override() and values else None
+                groups.append(f"{text.split('=', 1)[0]}={first}" if first is not None else text)
         elif override.type.name in ("CHANGE", "DEL"):
             keys.append((name, override))
     try:

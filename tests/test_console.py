@@ -47,6 +47,7 @@ def test_help_describes_train_with_examples_and_its_own_groups():
     (["~callbacks.knnn"], "~callbacks.knnn: 'callbacks' has no key 'knnn': did you mean callbacks.knn?"),
     (["-m", "method=simclr,byolx"], "method=byolx: no such option; did you mean byol?"),
     (["foo=1"], "there is no top-level key 'foo' (add a new key with +foo=1)"),
+    (["logger=[tensorboard,wandbb]"], "logger=wandbb: no such option; did you mean wandb?"),
 ])
 def test_a_bad_override_names_itself_and_its_closest_matches(args, expected):
     with pytest.raises(ConfigError) as error:
@@ -68,6 +69,7 @@ def test_every_bad_override_is_reported_at_once():
     ["-m", "method.temperature=0.1,0.2", "~callbacks.knn", "+extra=1", "hydra.run.dir=x"],
     ["method=clm", "data.path=corpus.txt", "--cfg", "job"],
     ["callbacks=none", "logger=csv"],
+    ["logger=[tensorboard,csv]", "backbone=timm", "backbone.name=convnext_atto", "hydra/launcher=submitit_slurm"],
 ])
 def test_good_command_lines_pass(args):
     check_command_line(args)
