@@ -148,7 +148,7 @@ class DINO(SSLMethod):
     @torch.no_grad()
     def accumulate_center(self, *sums: torch.Tensor, count: int) -> None:
         """Add this micro-batch's sums of teacher outputs (one per center) and their row count (no sync)."""
-        self.center_sums[:-1] += torch.cat([s.float() for s in sums])
+        self.center_sums[:-1] += torch.cat(sums).to(self.center_sums.dtype)
         self.center_sums[-1] += count
 
     @torch.no_grad()
@@ -201,7 +201,7 @@ class DINO(SSLMethod):
         temp = self.teacher_temp()
         probs = teacher_probs(t, self.center, temp)  # (G*B, K)
         loss = dino_loss(s.split(n), probs.split(n), self.student_temp)
-        self.accumulate_center(t.sum(dim=0), count=t.shape[0])
+        self.accumulate_center(t.float().sum(dim=0), count=t.shape[0])  # fp32 sums, whatever the precision
         self.log("train/loss", loss, prog_bar=True)
         self.log_signals(loss, probs, temp)
         self.log_lr()

@@ -126,7 +126,7 @@ class IBOT(DINO):
         loss_cls = dino_loss(s_cls.split(n), probs.split(n), self.student_temp)
         loss_patch = ibot_patch_loss(s_patch.split(n), patch_probs.split(n), mask.split(n), self.student_temp)
         loss = self.lambda1 * loss_cls + self.lambda2 * loss_patch
-        self.accumulate_center(t_cls.sum(dim=0), t_patch.mean(dim=1).sum(dim=0), count=t_cls.shape[0])
+        self.accumulate_center(t_cls.float().sum(dim=0), t_patch.float().mean(dim=1).sum(dim=0), count=t_cls.shape[0])
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/loss_cls", loss_cls, on_step=True, on_epoch=False)
         self.log("train/loss_patch", loss_patch, on_step=True, on_epoch=False)
