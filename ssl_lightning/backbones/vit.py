@@ -32,6 +32,27 @@ def sincos_pos_embed_2d(embed_dim: int, grid_size: int) -> torch.Tensor:
     return torch.cat([encode(rows), encode(cols)], dim=1).float()
 
 
+def resampled_sincos_pos_embed_2d(embed_dim: int, grid_h: int, grid_w: int, base_grid: int,
+                                  device: torch.device | None = None) -> torch.Tensor:
+    """(grid_h * grid_w, embed_dim): :func:`sincos_pos_embed_2d` of a ``base_grid`` grid resampled to a
+    ``grid_h x grid_w`` grid that covers the same extent (cell centres at ``(i + 0.5) * base / g - 0.5``,
+    as ``F.interpolate(align_corners=False)`` places them). DINO's multi-crop feeds 96-px local crops to a
+    ViT built for 224 px and bicubically interpolates its learned position embedding to the 6x6 grid
+    (facebookresearch/dino, ``vision_transformer.py``, ``interpolate_pos_encoding``); with fixed sin-cos
+    embeddings the function itself is evaluated at the resampled positions. Equal to the base embedding
+    (to fp32 rounding) when the grid is the base grid. Built on ``device`` (no host-to-device copy)."""
+    omega = 1.0 / 10000 ** (torch.arange(embed_dim // 4, dtype=torch.float32, device=device) / (embed_dim // 4))
+    r = (torch.arange(grid_h, dtype=torch.float32, device=device) + 0.5) * (base_grid / grid_h) - 0.5
+    c = (torch.arange(grid_w, dtype=torch.float32, device=device) + 0.5) * (base_grid / grid_w) - 0.5
+    rows, cols = torch.meshgrid(r, c, indexing="ij")
+
+    def encode(pos: torch.Tensor) -> torch.Tensor:  # (N,) -> (N, embed_dim/2)
+        angles = pos.reshape(-1, 1) * omega.reshape(1, -1)
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([encode(rows), encode(cols)], dim=1)
+
+
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, N, p*p*C): patch n = row-major position (n // (W/p), n % (W/p)); each vector is
     the patch's pixels in (row, column, channel) order, as MAE's targets."""
@@ -111,6 +132,9 @@ class VisionTransformer(nn.Module):
         embed_dim, depth, num_heads, mlp_ratio: the usual sizes (ViT-Tiny 192/12/3, ViT-Small 384/12/6).
         drop_path: maximum stochastic-depth rate, increased linearly over depth.
         global_pool: ``"cls"`` or ``"mean"`` for ``forward``.
+        dynamic_img_size: accept any input of at least one patch (multi-crop: DINO's and iBOT's local crops);
+            the grid is the patch convolution's, and the position embedding is resampled to it
+            (:func:`resampled_sincos_pos_embed_2d`). ``False``: ``image_size`` only.
     """
 
     def __init__(
@@ -123,6 +147,7 @@ class VisionTransformer(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path: float = 0.0,
         global_pool: str = "cls",
+        dynamic_img_size: bool = False,
     ):
         super().__init__()
         check(patch_size > 0 and image_size % patch_size == 0, "backbone.patch_size", patch_size,
@@ -134,6 +159,7 @@ class VisionTransformer(nn.Module):
         self.num_patches = self.grid_size**2
         self.num_features = self.embed_dim = embed_dim
         self.global_pool = global_pool
+        self.dynamic_img_size = bool(dynamic_img_size)
 
         self.patch_embed = nn.Conv2d(3, embed_dim, kernel_size=patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -164,14 +190,19 @@ class VisionTransformer(nn.Module):
         With ``bool_masked_pos`` (B, N) and ``mask_token`` (1, 1, D), the embedding of every masked patch is
         replaced by the mask token before the position embedding is added (BEiT, Sec. 2.2).
         """
-        if x.shape[-2:] != (self.image_size, self.image_size):
+        same_size = x.shape[-2:] == (self.image_size, self.image_size)
+        if not same_size and not (self.dynamic_img_size and min(x.shape[-2:]) >= self.patch_size):
             raise ValueError(f"ViT built for {self.image_size}x{self.image_size} images got {tuple(x.shape[-2:])}")
-        tokens = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, N, D)
+        grid = self.patch_embed(x)  # (B, D, h, w)
+        tokens = grid.flatten(2).transpose(1, 2)  # (B, N, D)
         if bool_masked_pos is not None:
             if mask_token is None:
                 raise ValueError("bool_masked_pos needs a mask_token of shape (1, 1, embed_dim)")
             tokens = torch.where(bool_masked_pos[..., None], mask_token.to(tokens.dtype), tokens)
-        return tokens + self.pos_embed
+        if same_size:
+            return tokens + self.pos_embed
+        pos = resampled_sincos_pos_embed_2d(self.embed_dim, grid.shape[-2], grid.shape[-1], self.grid_size, x.device)
+        return tokens + pos.to(tokens.dtype)
 
     def forward_tokens(
         self,
@@ -217,4 +248,4 @@ def vit(size: str = "tiny", **kwargs) -> VisionTransformer:
     return VisionTransformer(**{**presets[size], **kwargs})
 
 
-__all__ = ["VisionTransformer", "patchify", "sincos_pos_embed_2d", "unpatchify", "vit"]
+__all__ = ["VisionTransformer", "patchify", "resampled_sincos_pos_embed_2d", "sincos_pos_embed_2d", "unpatchify", "vit"]

@@ -1,6 +1,7 @@
 """Callbacks hold update rules and evaluation; the state they act on lives on the LightningModule."""
 
 from ssl_lightning.callbacks.collapse import CollapseMonitor, normalized_std, rankme
+from ssl_lightning.callbacks.dino import CenterUpdate, FreezeLastLayer, teacher_temperature
 from ssl_lightning.callbacks.embedding_projector import EmbeddingProjector
 from ssl_lightning.callbacks.knn import KNNEval, knn_predict
 from ssl_lightning.callbacks.linear_probe import OnlineLinearProbe
@@ -17,8 +18,10 @@ from ssl_lightning.callbacks.weight_decay import WeightDecaySchedule, cosine_val
 
 __all__ = [
     "AfterOptimizerStep",
+    "CenterUpdate",
     "CollapseMonitor",
     "EmbeddingProjector",
+    "FreezeLastLayer",
     "KNNEval",
     "MomentumUpdate",
     "NonFiniteLoss",
@@ -38,5 +41,6 @@ __all__ = [
     "knn_predict",
     "normalized_std",
     "rankme",
+    "teacher_temperature",
     "ring_enqueue_",
 ]

@@ -3,6 +3,8 @@
 from ssl_lightning.losses.barlow_twins import barlow_twins_loss
 from ssl_lightning.losses.beit import beit_loss
 from ssl_lightning.losses.byol import byol_loss
+from ssl_lightning.losses.dino import dino_loss, entropy, teacher_probs
+from ssl_lightning.losses.ibot import ibot_patch_loss
 from ssl_lightning.losses.lm import lm_loss
 from ssl_lightning.losses.mae import mae_loss
 from ssl_lightning.losses.moco import moco_loss, moco_v3_loss
@@ -15,6 +17,9 @@ __all__ = [
     "barlow_twins_loss",
     "beit_loss",
     "byol_loss",
+    "dino_loss",
+    "entropy",
+    "ibot_patch_loss",
     "lm_loss",
     "mae_loss",
     "moco_loss",
@@ -23,5 +28,6 @@ __all__ = [
     "simsiam_loss",
     "sinkhorn_knopp",
     "swav_loss",
+    "teacher_probs",
     "vicreg_loss",
 ]

@@ -5,6 +5,8 @@ from ssl_lightning.methods.base import SSLMethod
 from ssl_lightning.methods.beit import BEiT
 from ssl_lightning.methods.byol import BYOL
 from ssl_lightning.methods.clm import CLM
+from ssl_lightning.methods.dino import DINO
+from ssl_lightning.methods.ibot import IBOT
 from ssl_lightning.methods.jigsaw import Jigsaw
 from ssl_lightning.methods.mae import MAE
 from ssl_lightning.methods.mlm import MLM
@@ -21,6 +23,8 @@ __all__ = [
     "BYOL",
     "BarlowTwins",
     "CLM",
+    "DINO",
+    "IBOT",
     "Jigsaw",
     "MAE",
     "MLM",

@@ -5,7 +5,9 @@ from ssl_lightning.transforms.jigsaw import JigsawTransform
 from ssl_lightning.transforms.masking import (
     BlockwiseMasking,
     MaskedImageTransform,
+    MaskedMultiViewTransform,
     RandomMasking,
+    RandomRatioBlockwiseMasking,
     mask_to_ids,
     random_masking,
 )
@@ -17,8 +19,10 @@ __all__ = [
     "BlockwiseMasking",
     "JigsawTransform",
     "MaskedImageTransform",
+    "MaskedMultiViewTransform",
     "MultiViewTransform",
     "RandomMasking",
+    "RandomRatioBlockwiseMasking",
     "ViewSpec",
     "eval_transform",
     "hamming_permutations",

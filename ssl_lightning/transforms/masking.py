@@ -10,6 +10,8 @@ row-major patch grid, True where the patch is masked.
 - :class:`BlockwiseMasking`: BEiT's blockwise masking (Bao et al., 2022, Algorithm 1): rectangles of at least
   ``min_num_patches`` patches with aspect ratio in [0.3, 1/0.3] are added until about 40% of the patches
   are masked.
+- :class:`RandomRatioBlockwiseMasking`: iBOT's variant: a crop is masked with probability 0.5, at a ratio drawn
+  from [0.1, 0.5]; :class:`MaskedMultiViewTransform` pairs multi-crop views with masks of the global crops.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import replace
 import torch
 
 from ssl_lightning.config import ConfigError, check
-from ssl_lightning.transforms.views import ViewSpec, view_pipeline
+from ssl_lightning.transforms.views import MultiViewTransform, ViewSpec, view_pipeline
 
 
 def check_mask_ratio(mask_ratio, key: str = "method.mask_ratio") -> None:
@@ -216,3 +218,95 @@ class MaskedImageTransform:
 
     def __call__(self, image) -> tuple[torch.Tensor, torch.Tensor]:
         return self.pipeline(image), self.masking(self.grid, self.grid)
+
+
+class RandomRatioBlockwiseMasking(BlockwiseMasking):
+    """iBOT's blockwise masking (Zhou et al., 2022, Sec. 4; bytedance/ibot ``loader.py``, ``ImageFolderMask``
+    with the ViT-S/16 command's ``--pred_ratio 0 0.3 --pred_ratio_var 0 0.2``): each crop is masked with
+    probability ``mask_prob`` (0.5), then with a ratio drawn uniformly from ``mask_ratio_range`` ([0.1, 0.5]);
+    the rectangles are BEiT's (aspect ratio in [0.3, 1/0.3]) with the official minimum area
+    ``(min(H, W) // 3) ** 2`` (16 on a 14x14 grid, as BEiT; at least 1). An unmasked crop gets an all-False mask.
+
+    Args:
+        mask_ratio_range: [low, high] with 0 < low <= high < 1.
+        mask_prob: probability that a crop is masked at all, in [0, 1].
+        min_aspect, max_aspect: as for :class:`BlockwiseMasking`.
+    """
+
+    def __init__(self, mask_ratio_range: Sequence[float] = (0.1, 0.5), mask_prob: float = 0.5,
+                 min_aspect: float = 0.3, max_aspect: float | None = None):
+        bounds = list(mask_ratio_range) if isinstance(mask_ratio_range, Sequence) and not isinstance(mask_ratio_range, str) else None
+        ok = (bounds is not None and len(bounds) == 2 and all(isinstance(r, (int, float)) and not isinstance(r, bool)
+                                                              for r in bounds) and 0 < bounds[0] <= bounds[1] < 1)
+        check(ok, "augment.masking.mask_ratio_range", bounds if bounds is not None else mask_ratio_range,
+              "[low, high] with 0 < low <= high < 1")
+        check(isinstance(mask_prob, (int, float)) and 0 <= mask_prob <= 1, "augment.masking.mask_prob", mask_prob,
+              "a probability in [0, 1]")
+        super().__init__(bounds[1], None, None, min_aspect, max_aspect)
+        self.mask_ratio_range, self.mask_prob = (float(bounds[0]), float(bounds[1])), float(mask_prob)
+        self._ratio, self._grid_min = self.mask_ratio, 1
+
+    def num_masked(self, num_patches: int) -> int:
+        return int(round(num_patches * self._ratio))
+
+    def min_block(self, num_patches: int) -> int:
+        return self._grid_min
+
+    def validate(self, height: int, width: int) -> None:
+        """The smallest ratio must mask at least one patch and the blocks must fit the grid."""
+        self._grid_min = max(1, (min(height, width) // 3) ** 2)
+        self._ratio = self.mask_ratio_range[0]
+        check(self.num_masked(height * width) >= 1, "augment.masking.mask_ratio_range", list(self.mask_ratio_range),
+              f"a range whose low end masks at least one of the {height * width} patches ({height}x{width} grid)")
+        check(height >= 2 and width >= 2, "backbone.patch_size", f"a {height}x{width} patch grid",
+              "a grid of at least 2x2 patches for blockwise masking")
+
+    def sample(self, height: int, width: int) -> tuple[torch.Tensor, list[tuple[int, int, int, int]]]:
+        self._grid_min = max(1, (min(height, width) // 3) ** 2)
+        if torch.rand(()).item() >= self.mask_prob:
+            return torch.zeros(height, width, dtype=torch.bool), []
+        self._ratio = self._uniform(*self.mask_ratio_range)
+        return super().sample(height, width)
+
+
+class MaskedMultiViewTransform:
+    """PIL image -> ``[view_1, ..., view_V, masks]``: multi-crop views (a
+    :class:`~ssl_lightning.transforms.MultiViewTransform`) followed by a (G, N) bool tensor, the patch masks
+    of the first G views (the global crops), one independent draw each (iBOT: the student sees masked
+    global crops). Collated into ``([(B, 3, H, W) per view..., (B, G, N)], labels)``.
+
+    Args:
+        masking: a mask generator called as ``masking(grid_h, grid_w)``.
+        patch_size: the ViT's patch size (``None`` when the backbone has no patches: a configuration error).
+        num_masked_views: G, the leading views that get masks (2).
+        **multiview: as for :class:`~ssl_lightning.transforms.MultiViewTransform`.
+    """
+
+    def __init__(self, masking, patch_size: int | None, num_masked_views: int = 2, **multiview):
+        if patch_size is None:
+            raise ConfigError("masked image modelling needs a ViT backbone (e.g. backbone=vit_small): "
+                              "the chosen backbone has no patch_size")
+        self.views = MultiViewTransform(**multiview)
+        sizes = self.views.view_sizes
+        check(isinstance(num_masked_views, int) and 1 <= num_masked_views <= len(sizes)
+              and len(set(sizes[:num_masked_views])) == 1, "method.num_global_crops", num_masked_views,
+              f"a number of leading views of one size, at most {len(sizes)} (the view sizes are {sizes})")
+        size = sizes[0]
+        check(isinstance(patch_size, int) and patch_size > 0 and size % patch_size == 0, "backbone.patch_size",
+              patch_size, f"a positive divisor of the global crop size {size}")
+        self.masking, self.patch_size, self.num_masked_views = masking, patch_size, num_masked_views
+        self.grid = size // patch_size
+        masking.validate(self.grid, self.grid)
+
+    @property
+    def view_sizes(self) -> list[int]:
+        return self.views.view_sizes
+
+    @property
+    def num_views(self) -> int:
+        return self.views.num_views
+
+    def __call__(self, image) -> list[torch.Tensor]:
+        views = self.views(image)
+        masks = torch.stack([self.masking(self.grid, self.grid) for _ in range(self.num_masked_views)])  # (G, N)
+        return [*views, masks]

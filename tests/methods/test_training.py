@@ -32,6 +32,10 @@ SMALL_HEADS = {
              "method.tokenizer_fit_iters=5"],
     "jigsaw": ["method.tile_dim=32", "method.hidden_dim=64"],
     "rotation": ["data.image_size=8"],  # every image is seen in 4 rotations: keep the step small
+    "dino": ["+backbone.depth=2", "+backbone.embed_dim=32", "+backbone.num_heads=2", "method.out_dim=64",
+             "method.hidden_dim=32", "method.bottleneck_dim=16"],
+    "ibot": ["+backbone.depth=2", "+backbone.embed_dim=32", "+backbone.num_heads=2", "method.out_dim=64",
+             "method.hidden_dim=32", "method.bottleneck_dim=16"],
 }
 # Plain-SGD step size of the fixed-batch fit; VICReg's loss carries coefficients of 25, so its gradients are
 # ~25x larger and 0.05 overshoots into NaN.
