@@ -5,6 +5,8 @@ run). The same checks run on NCCL in ``tests/gpu/test_faults.py``."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests import faults
 
 
@@ -16,5 +18,6 @@ def test_nan_on_one_rank_stop_stops_every_rank(tmp_path):
     faults.check_nan_on_one_rank_stop(tmp_path, "cpu")
 
 
+@pytest.mark.slow  # three 2-rank trainings (uninterrupted, interrupted, resumed): about a minute on 2 quiet cores
 def test_sigterm_to_both_ranks_then_resume_equals_uninterrupted(tmp_path):
     faults.check_sigterm_both_ranks_then_resume(tmp_path, "cpu")
