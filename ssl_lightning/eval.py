@@ -21,6 +21,7 @@ from hydra.utils import get_class, instantiate
 from lightning.fabric.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from ssl_lightning import launch
 from ssl_lightning.checkpoint import PretrainedBackbone, load_pretrained
 from ssl_lightning.config import ConfigError, config_dir, exit_on_config_error
 from ssl_lightning.data import ImageDataModule
@@ -82,11 +83,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     pretrained = load_pretrained(cfg.ckpt, prefix=cfg.prefix, backbone=backbone_cfg,
                                  image_only=f"protocol={protocol.name} evaluates image backbones")
     check_image_size(pretrained, datamodule, cfg.ckpt)
-    check_labels(datamodule, protocol.name)
 
     out = Path(cfg.paths.output_dir)
     fabric = L.Fabric(**cfg.fabric, loggers=TensorBoardLogger(out, name="tensorboard", version="", default_hp_metric=False))
     fabric.launch()
+    datamodule.build_splits()  # every rank at once: an ImageFolder's file check is split over the ranks
+    check_labels(datamodule, protocol.name)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     backbone = fabric.to_device(pretrained.module)
     metrics = protocol.run(backbone, datamodule, fabric, cfg.seed)
@@ -118,7 +120,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
 def main(cfg: DictConfig) -> float | None:
-    with exit_on_config_error():
+    launch.install("ssl_lightning.eval")  # fabric.devices=N under Hydra: each child rank runs this very job
+    with exit_on_config_error(), launch.hydra_job():
         results = evaluate(cfg)
     return results["metrics"][f"{results['protocol']}_top1"]
 

@@ -253,10 +253,13 @@ def hydra_main(cfg: DictConfig) -> float | None:
         with exit_on_config_error(on_exit=lambda: console.remove_if_empty(cfg.paths.output_dir)), launch.hydra_job():
             metrics = train(cfg)
     except NonFiniteLossError as e:
-        raise SystemExit(f"Training stopped: {e}") from None
+        print(f"Training stopped: {e}", file=sys.stderr, flush=True)
+        launch.leave_after_rank0()  # every rank stops at this step; rank 0 must not be killed while it reports
+        raise SystemExit(1) from None
     except SIGTERMException:
         print("Training interrupted; a checkpoint was saved: rerun with resume=auto and the same hydra.run.dir",
-              file=sys.stderr)
+              file=sys.stderr, flush=True)
+        launch.leave_after_rank0()
         raise SystemExit(143) from None
     return metrics.get(cfg.get("objective"))
 

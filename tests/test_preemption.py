@@ -1,5 +1,6 @@
 """SIGTERM mid-epoch, then resume=auto: the final weights equal an uninterrupted run's, bit for bit,
-online network and EMA teacher included."""
+online network and EMA teacher included, with loader workers (which draw their indices as soon as the
+loader's iterator exists) and across an epoch boundary after the resume."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tests.conftest import TINY, compose_config
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["method=byol", "method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.pred_hidden_dim=32",
           "method.base_tau=0.9", "data.num_samples=64", "data.batch_size=8", "trainer.max_epochs=2",
+          "data.num_workers=2", "data.image_size=8",
           "~callbacks.knn", "~callbacks.view_grid"]
 
 

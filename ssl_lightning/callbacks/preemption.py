@@ -1,65 +1,106 @@
-"""Preemption: SIGTERM or Ctrl-C finishes the current step, saves a checkpoint and stops cleanly; a resumed
-run continues mid-epoch exactly where the interrupted one stopped."""
+"""Preemption: SIGTERM or Ctrl-C finishes the current step, saves a checkpoint and stops cleanly, on every
+rank at the same step; a resumed run continues mid-epoch exactly where the interrupted one stopped."""
 
 from __future__ import annotations
 
 import signal
-import warnings
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from ssl_lightning.callbacks.agreed_flag import AgreedFlag
 from ssl_lightning.checkpoint import atomic_symlink
+from ssl_lightning.config import check
+from ssl_lightning.distributed import world_size
 
 
 class Preemption(Callback):
     """Makes an interruption cost nothing.
 
-    - SIGTERM (a scheduler's preemption notice): Lightning stops after the running step; this callback then
-      writes ``checkpoints/preempted-epoch{E}-step{S}.ckpt`` and points ``checkpoints/last.ckpt`` at it, so
-      ``resume=auto`` (same ``hydra.run.dir``) continues from there.
-    - SIGINT (Ctrl-C) is handled like SIGTERM; a second Ctrl-C aborts at once.
-    - Resuming mid-epoch: the callback records how many batches of the epoch were consumed; on resume it
-      fast-forwards the training sampler by that many batches, so the resumed run sees exactly the batches
-      (and, with the seeded augmentation, exactly the views) the uninterrupted run would have seen.
+    - SIGTERM (a scheduler's preemption notice) or SIGINT (Ctrl-C; a second Ctrl-C aborts at once) only sets
+      a flag: a signal handler runs between any two Python bytecodes, e.g. in the middle of DDP's gradient
+      all-reduce, so it must not issue a collective itself (Lightning's own handler broadcasts from inside
+      it, at a different point on each rank). Every ``check_every_n_steps`` optimizer steps each rank posts
+      its flag to an all-reduce (the same collective at the same step on every rank, see
+      :class:`~ssl_lightning.callbacks.agreed_flag.AgreedFlag`), and at the next step every rank reads the
+      result; if any rank was signalled, all of them stop after that step, so one signalled process is
+      enough (with Lightning's launcher, ``kill`` of rank 0 alone; under SLURM or torchrun, every rank).
+      On one process there is no collective: the flag is read after every step.
+    - Lightning's per-step SIGTERM broadcast (a collective and a host-device synchronisation in every step
+      of a DDP run) is switched off while this callback trains.
+    - Stopping: Lightning raises its ``SIGTERMException`` after the step (and its LR-scheduler step); this
+      callback then writes ``checkpoints/preempted-epoch{E}-step{S}.ckpt`` and points ``checkpoints/last.ckpt``
+      at it, so ``resume=auto`` (same ``hydra.run.dir``) continues from there.
+    - Resuming mid-epoch: the datamodule saves where its training data stands and starts the resumed run's
+      sampler there (:class:`~ssl_lightning.data.position.TrainPosition`).
+
+    Args:
+        dirpath: where the preemption checkpoint goes (the run's ``checkpoints/``).
+        check_every_n_steps: how often the ranks agree on the flag (>= 1). A signal is acted on within
+            ``check_every_n_steps + 1`` steps; schedulers give tens of seconds of notice.
     """
 
-    def __init__(self, dirpath: str):
+    def __init__(self, dirpath: str, check_every_n_steps: int = 10):
+        check(isinstance(check_every_n_steps, int) and check_every_n_steps >= 1, "callbacks.preemption.check_every_n_steps",
+              check_every_n_steps, "an integer >= 1")
         self.dirpath = Path(dirpath)
-        self._position = (0, 0)  # (epoch, batches of that epoch consumed): saved with every checkpoint
-        self._resume_position: tuple[int, int] | None = None
-        self._previous_sigint = None
+        self.check_every_n_steps = check_every_n_steps
+        self.signalled = False  # set by the handler; the only thing it does
+        self._agreed = AgreedFlag()
+        self._previous: dict[int, object] = {}
+        self._trainer: L.Trainer | None = None
         self.preempted_checkpoint: Path | None = None
 
     # -- signals ------------------------------------------------------------------------------------------
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._fast_forward(trainer)
-        try:
-            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
-        except ValueError:  # not the main thread: leave Ctrl-C to Lightning
-            self._previous_sigint = None
+        self.signalled = False
+        for signum in (signal.SIGTERM, signal.SIGINT):  # after Lightning installed its own (replaced here)
+            try:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+            except ValueError:  # not the main thread: leave the signals to Lightning
+                return
+        # Lightning broadcasts a SIGTERM tensor from rank 0 and reads it on the host before every DDP step
+        epoch_loop = trainer.fit_loop.epoch_loop
+        if hasattr(epoch_loop, "_broadcast_sigterm_tensor"):
+            epoch_loop._broadcast_sigterm_tensor = lambda: None
 
-    def _on_sigint(self, signum, frame) -> None:
-        signal.signal(signal.SIGINT, self._previous_sigint or signal.default_int_handler)  # 2nd Ctrl-C aborts
-        rank_zero_info("Interrupted: finishing the current step, then saving a checkpoint (Ctrl-C again to abort)")
-        handler = signal.getsignal(signal.SIGTERM)  # Lightning's: stop at the end of the step
-        if callable(handler):
-            handler(signum, frame)
+    def _on_signal(self, signum, frame) -> None:
+        if self.signalled and signum == signal.SIGINT:  # a second Ctrl-C aborts
+            raise KeyboardInterrupt
+        self.signalled = True
 
-    def _restore_sigint(self) -> None:
-        if self._previous_sigint is not None:
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            self._previous_sigint = None
+    def _restore_signals(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+        if self._trainer is not None:
+            self._trainer.fit_loop.epoch_loop.__dict__.pop("_broadcast_sigterm_tensor", None)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if world_size() == 1:
+            stop = self.signalled
+        else:
+            taken = self._agreed.take()  # posted one step ago, by every rank
+            stop = taken is not None and taken[0]
+            if not stop and trainer.global_step % self.check_every_n_steps == 0:
+                self._agreed.post(torch.full((1,), int(self.signalled), device=pl_module.device))
+        if stop and not trainer.received_sigterm:
+            rank_zero_info("Interrupted: saving a checkpoint after this step (Ctrl-C again to abort)")
+            trainer._signal_connector.received_sigterm = True  # Lightning stops after this step, on every rank
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._restore_sigint()
+        self._restore_signals()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._restore_sigint()
+        self._restore_signals()
         if not isinstance(exception, SIGTERMException):
             return  # a crash or a non-finite loss: the weights may be bad, keep the last good checkpoint
         name = f"preempted-epoch{trainer.current_epoch:03d}-step{trainer.global_step}.ckpt"
@@ -70,35 +111,13 @@ class Preemption(Callback):
         self.preempted_checkpoint = path
         rank_zero_info(f"Preempted at step {trainer.global_step}: saved {path}; resume with resume=auto")
 
-    # -- exact mid-epoch resume -----------------------------------------------------------------------------
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        self._position = (trainer.current_epoch, batch_idx + 1)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._position = (trainer.current_epoch + 1, 0)
-
-    def _fast_forward(self, trainer: L.Trainer) -> None:
-        """On a mid-epoch resume (Lightning calls no on_train_epoch_start then), make the sampler skip the
-        batches the interrupted run already trained on, before the epoch's data iterator is created."""
-        if self._resume_position is None:
-            return
-        epoch, batches = self._resume_position
-        self._resume_position = None
-        if epoch != trainer.current_epoch or batches == 0:
-            return
-        loader = trainer.train_dataloader
-        sampler = getattr(loader, "sampler", None)
-        if not hasattr(sampler, "fast_forward"):
-            raise RuntimeError(f"cannot resume mid-epoch: the training sampler {type(sampler).__name__} cannot skip batches")
-        sampler.fast_forward(batches * loader.batch_size, epoch)
-        rank_zero_info(f"Resuming epoch {epoch} after its first {batches} batches")
+    # -- checkpoints written before the datamodule kept the data position ---------------------------------
 
     def state_dict(self) -> dict:
-        return {"epoch": self._position[0], "batches": self._position[1]}
+        return {}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self._resume_position = (int(state_dict["epoch"]), int(state_dict["batches"]))
-        # Lightning cannot see that the sampler fast-forwards (on_train_epoch_start) and would warn that a
-        # mid-epoch resume is unreliable; with this callback it is exact.
-        warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended")
+        """Older checkpoints kept ``(epoch, batches)`` here; hand it to the datamodule if it has none."""
+        dm = self._trainer.datamodule if self._trainer is not None else None
+        if "batches" in state_dict and hasattr(dm, "resume_at") and getattr(dm, "_resume", None) is None:
+            dm.resume_at(int(state_dict["epoch"]), int(state_dict["batches"]))

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from ssl_lightning.config import ConfigError, check
 from ssl_lightning.data import datasets
+from ssl_lightning.data.position import TrainPosition
 from ssl_lightning.data.sampler import ShardedSampler
 from ssl_lightning.distributed import world_size
 from ssl_lightning.transforms import eval_transform
@@ -60,7 +61,7 @@ class CollateViews:
         return self.device_views(views), labels
 
 
-class ImageDataModule(L.LightningDataModule):
+class ImageDataModule(TrainPosition, L.LightningDataModule):
     """Base image datamodule. Subclasses implement :meth:`build_split` for ``train`` (pretraining images),
     ``bank`` (labelled training images for kNN; defaults to ``train``) and ``val`` (labelled, held out).
 
@@ -123,6 +124,7 @@ class ImageDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or max(batch_size, 256)
         self.seed, self.pin_memory, self.label_fraction = seed, pin_memory, float(label_fraction)
         self._splits: dict[str, Dataset] = {}
+        self._shared_build = False  # inside build_splits: every rank builds the same split now
 
     def build_split(self, split: str) -> Dataset:
         raise NotImplementedError
@@ -147,7 +149,20 @@ class ImageDataModule(L.LightningDataModule):
             self._splits[name] = dataset
         return self._splits[name]
 
+    def build_splits(self) -> None:
+        """Build the train, bank and val splits. Every rank calls this at the same point (:meth:`setup`;
+        ``eval`` after launching its ranks), so a dataset whose construction is shared between ranks (an
+        ImageFolder's file check) may run collectives; a split built later on one rank only (e.g. the
+        embedding projector's, on rank 0) is then already built."""
+        self._shared_build = True
+        try:
+            for name in ("train", "bank", "val"):
+                self.split(name)
+        finally:
+            self._shared_build = False
+
     def setup(self, stage: str | None = None) -> None:
+        self.build_splits()
         train = self.split("train")
         per_device = len(train) // world_size()
         if per_device < self.batch_size:
@@ -186,7 +201,9 @@ class ImageDataModule(L.LightningDataModule):
         return self.device_views(views)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """``data.gpu_augment``: the training batch's views through :meth:`augment_on_device`."""
+        """``data.gpu_augment``: the training batch's views through :meth:`augment_on_device`; counts the
+        training batches (:class:`TrainPosition`)."""
+        self.count_train_batch()
         trainer = self.trainer
         if trainer is not None and trainer.training:
             views, labels = batch
@@ -196,6 +213,7 @@ class ImageDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = TransformedDataset(self.split("train"), self.train_transform)
         sampler = ShardedSampler(len(dataset), shuffle=True, seed=self.seed, drop_last=True, with_seed=True)
+        sampler = self.positioned(sampler, self.batch_size)  # a resumed run: where the interrupted one stopped
         collate = CollateViews(self.device_views) if self.augments_in_workers() else None
         return self._loader(dataset, sampler, self.batch_size, drop_last=True, collate_fn=collate)
 
@@ -278,4 +296,4 @@ class ImageFolderDataModule(ImageDataModule):
 
     def build_split(self, split: str) -> Dataset:
         directory, key = (self.val_dir, "data.val_dir") if split == "val" else (self.train_dir, "data.train_dir")
-        return datasets.CheckedImageFolder(directory, key, self.verify_images, self.on_bad_image)
+        return datasets.CheckedImageFolder(directory, key, self.verify_images, self.on_bad_image, shared=self._shared_build)

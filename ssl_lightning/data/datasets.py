@@ -103,6 +103,45 @@ def load_rgb(path: str) -> Image.Image:
     return image.convert("RGB")
 
 
+def check_images(paths: list[str], decode: bool, shared: bool = False, key: str = "data") -> list[str | None]:
+    """For each path, why it cannot be read (None: readable), checked by 8 threads.
+
+    With ``shared`` under an initialised process group of W ranks, rank r checks paths r, r + W, ... and
+    the ranks all-gather their results, so each file is opened once in all (not once per rank) and every
+    rank gets the same answer: a transient read failure on one rank cannot give the ranks different
+    datasets (different lengths would make DDP's collectives mismatch). The ranks must list the same files;
+    a differing listing (files added while the ranks started) raises ``ConfigError``. Every rank must call
+    this at the same point (it runs two collectives).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch.distributed as dist
+
+    from ssl_lightning.distributed import rank, world_size
+
+    w = world_size() if shared else 1
+    mine = paths[rank() :: w] if w > 1 else paths
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        reasons = list(pool.map(lambda p: _check_image(p, decode), mine, chunksize=256))
+    if w == 1:
+        return reasons
+    import hashlib
+
+    digest = hashlib.sha256("\n".join(paths).encode()).hexdigest()
+    listings: list = [None] * w
+    dist.all_gather_object(listings, digest)
+    if len(set(listings)) > 1:
+        raise ConfigError(f"{key}: the {w} ranks see different files (a listing changed while they started); "
+                          "keep the dataset directory unchanged during a run")
+    bad: list = [None] * w  # each rank's (index, reason) of its unreadable files: small
+    dist.all_gather_object(bad, [(i * w + rank(), r) for i, r in enumerate(reasons) if r is not None])
+    merged: list[str | None] = [None] * len(paths)
+    for shard in bad:
+        for index, reason in shard:
+            merged[index] = reason
+    return merged
+
+
 def _check_image(path: str, decode: bool) -> str | None:
     """None if the file is a readable image, else the reason."""
     try:
@@ -124,11 +163,15 @@ class CheckedImageFolder(Dataset):
     one warning that counts and names them, or, with ``on_bad_image="error"``, raise ``ConfigError``. A file
     that still fails when loaded (e.g. a truncated JPEG under ``verify="header"``) is reported in a warning
     and replaced by the next readable sample, so a long run never dies on one bad file.
+
+    ``shared``: every DDP rank builds this dataset at the same point (the datamodule's
+    :meth:`~ssl_lightning.data.ImageDataModule.build_splits`), so the check is split over the ranks and its
+    result shared (:func:`check_images`): 1/W of the I/O per rank, and the same samples on every rank.
     """
 
-    def __init__(self, root: str | Path, key: str, verify: str = "header", on_bad_image: str = "skip"):
+    def __init__(self, root: str | Path, key: str, verify: str = "header", on_bad_image: str = "skip",
+                 shared: bool = False):
         import torchvision.datasets as tvd
-        from concurrent.futures import ThreadPoolExecutor
 
         from ssl_lightning.config import check
 
@@ -145,8 +188,7 @@ class CheckedImageFolder(Dataset):
         samples = folder.samples
         self.bad: list[tuple[str, str]] = []
         if verify != "none":
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                reasons = list(pool.map(lambda s: _check_image(s[0], verify == "decode"), samples, chunksize=256))
+            reasons = check_images([p for p, _ in samples], verify == "decode", shared, key)
             self.bad = [(s[0], r) for s, r in zip(samples, reasons) if r is not None]
             samples = [s for s, r in zip(samples, reasons) if r is None]
         if self.bad:

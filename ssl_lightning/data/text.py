@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ssl_lightning.config import ConfigError, check
+from ssl_lightning.data.position import TrainPosition
 from ssl_lightning.data.sampler import ShardedSampler, augmentation_seed
 from ssl_lightning.data.tokenizers import (
     EOS_ID,
@@ -190,7 +191,7 @@ class MLMCollator:
 # -- datamodule ---------------------------------------------------------------------------------------
 
 
-class TextDataModule(L.LightningDataModule):
+class TextDataModule(TrainPosition, L.LightningDataModule):
     """Any UTF-8 text file or folder of files (``path``; ``None``: the offline default corpus), tokenized,
     split and windowed as described in this module's docstring. Batches are ``(inputs (B, T), labels (B, T))``
     made by the method's ``collator`` (``trainer.lightning_module.collator``, or :attr:`collate_fn` if set).
@@ -315,7 +316,7 @@ class TextDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train")
         sampler = ShardedSampler(len(dataset), shuffle=True, seed=self.seed, drop_last=True, with_seed=True)
-        return self._loader(dataset, sampler, self.batch_size, drop_last=True)
+        return self._loader(dataset, self.positioned(sampler, self.batch_size), self.batch_size, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
         dataset = self.dataset("val")
