@@ -15,6 +15,11 @@ from ssl_lightning.nn import convert_sync_batchnorm
 from ssl_lightning.optim import LR_SCALING, param_groups, scaled_lr
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
+
+
+def compile_backends() -> list[str]:
+    """The backend names ``torch.compile`` accepts here (``method.compile=<name>``)."""
+    return torch._dynamo.list_backends(exclude_tags=())
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
@@ -33,8 +38,9 @@ class SSLMethod(L.LightningModule):
             gradient-accumulation steps): ``"linear"``, LR = lr x B / 256 (Goyal et al., 2017; SimCLR, BYOL,
             SimSiam, MoCo v3); ``"sqrt"``, LR = lr x sqrt(B) (SimCLR, Appendix B.1, better for small batches
             and short schedules); ``"none"``, LR = lr.
-        compile: ``torch.compile`` the backbone and its momentum copy (if any) in place
-            (``nn.Module.compile``: parameter names and checkpoints are unchanged) when training starts.
+        compile: ``torch.compile`` every network the training step runs, in place, when training starts (see
+            :meth:`compile_targets`; parameter names and checkpoints are unchanged): ``true`` (inductor),
+            ``false``, or a dynamo backend name (``aot_eager``, ``eager``: debugging) or callable.
         sync_batchnorm: with more than one rank, replace every BatchNorm of the module (backbone, heads,
             teachers) by :class:`~ssl_lightning.nn.SyncBatchNorm`, so batch statistics are those of the
             global batch (the paper's choice is in each ``conf/method/*.yaml``). Works on CPU (gloo) and GPUs.
@@ -66,7 +72,11 @@ class SSLMethod(L.LightningModule):
         if "final_lr_ratio" in sched:
             check(0 <= sched["final_lr_ratio"] <= 1, "method.scheduler.final_lr_ratio", sched["final_lr_ratio"], "a fraction in [0, 1]")
         self.lr_scaling = lr_scaling
-        self.compile_backbone, self._compiled = bool(compile), False
+        if not (isinstance(compile, bool) or callable(compile)):  # a backend name (imports dynamo: only then)
+            check(compile in compile_backends(), "method.compile", compile,
+                  "true, false or a torch.compile backend name (inductor, aot_eager, eager, ...: "
+                  "torch._dynamo.list_backends(exclude_tags=()))")
+        self.compile_backend, self._compiled = compile, False
         check(isinstance(sync_batchnorm, bool), "method.sync_batchnorm", sync_batchnorm, "true or false")
         self.sync_batchnorm = sync_batchnorm
         self.run_config: dict[str, Any] | None = None  # the resolved Hydra config, stored in checkpoints
@@ -82,9 +92,15 @@ class SSLMethod(L.LightningModule):
     # -- model surgery before training: SyncBN, compilation ----------------------------------------------
 
     def compile_targets(self) -> list[nn.Module]:
-        """What ``compile=true`` compiles: the backbone and the teacher that mirrors it."""
-        pairs = self.momentum_pairs() if hasattr(self, "momentum_pairs") else []
-        return [self.backbone] + [teacher for student, teacher in pairs if student is self.backbone]
+        """What ``compile`` compiles: every network of the method, i.e. each child module with parameters
+        (backbone, projector, predictor, prototypes, heads, MAE's decoder, and the momentum teachers), not
+        metrics. Each is compiled on its own (``module.compile()``; a ViT compiles ``forward_tokens``, the
+        token path MAE and BEiT call directly), so a teacher, a no-grad or an eval-mode call gets its own
+        graph once instead of recompiling the student's: after the first training step and the first
+        validation, nothing compiles again (tests/test_compile.py counts the graphs)."""
+        from torchmetrics import Metric
+
+        return [m for m in self.children() if not isinstance(m, Metric) and any(True for _ in m.parameters())]
 
     def configure_model(self) -> None:
         """Model surgery Lightning allows once the module is on its device, before DDP wrapping and before the
@@ -97,9 +113,10 @@ class SSLMethod(L.LightningModule):
         """
         if self.sync_batchnorm and world_size() > 1:
             convert_sync_batchnorm(self)
-        if self.compile_backbone and not self._compiled:
+        if self.compile_backend is not False and not self._compiled:
+            options = {} if self.compile_backend is True else {"backend": self.compile_backend}
             for module in self.compile_targets():
-                module.compile()
+                module.compile(**options)
             self._compiled = True
 
     # -- optimisation -----------------------------------------------------------------------------------
@@ -128,7 +145,11 @@ class SSLMethod(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def log_lr(self) -> None:
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+        """Log the LR as a host tensor: ``self.log`` of a Python float makes a device tensor from it, a
+        blocking host-to-device copy in every step; a host tensor stays on the host (Lightning keeps a
+        logged value on its own device), so the step queues no copy."""
+        lr = torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"], dtype=torch.float32)
+        self.log("train/lr", lr, on_step=True, on_epoch=False)
 
     # -- checkpoints ------------------------------------------------------------------------------------
 
