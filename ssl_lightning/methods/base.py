@@ -8,10 +8,11 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ssl_lightning.config import check
 from ssl_lightning.distributed import world_size
-from ssl_lightning.nn import convert_sync_batchnorm
+from ssl_lightning.nn import SyncBatchNorm, convert_sync_batchnorm
 from ssl_lightning.optim import LR_SCALING, param_groups, scaled_lr
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -109,15 +110,38 @@ class SSLMethod(L.LightningModule):
         1. SyncBatchNorm everywhere when ``sync_batchnorm`` and more than one rank. The conversion keeps the
            parameter objects, so parameter groups, LARS exclusions and EMA pairs are unchanged, and it converts
            the teachers too (they are submodules).
-        2. Then ``compile``: the compiled graphs must see the final (synchronised) BatchNorm layers.
+        2. Tell DDP which buffers not to broadcast (:meth:`replicated_buffers`).
+        3. Then ``compile``: the compiled graphs must see the final (synchronised) BatchNorm layers.
         """
         if self.sync_batchnorm and world_size() > 1:
             convert_sync_batchnorm(self)
+        self._ddp_params_and_buffers_to_ignore = self.replicated_buffers()
         if self.compile_backend is not False and not self._compiled:
             options = {} if self.compile_backend is True else {"backend": self.compile_backend}
             for module in self.compile_targets():
                 module.compile(**options)
             self._compiled = True
+
+    def replicated_buffers(self) -> list[str]:
+        """The buffers DDP need not broadcast: all but the running statistics of BatchNorm layers that are
+        not synchronised.
+
+        DDP (``broadcast_buffers``, on by default) copies every buffer from rank 0 to the others before
+        each forward. That is what keeps per-device BatchNorm statistics (Shuffle-BN, jigsaw, rotation)
+        the same on every rank, so those still go. Every other buffer is the same on every rank by
+        construction: queues are written with keys gathered from all ranks (MoCo's 32 MB at K = 65536 would
+        be re-sent every step), SyncBatchNorm statistics are those of the global batch, position embeddings
+        and permutation sets are constants, a tokenizer's codebook is broadcast once when it is fitted.
+        Lightning wraps the LightningModule itself in DDP, which skips the names listed in the module's
+        ``_ddp_params_and_buffers_to_ignore`` (set by :meth:`configure_model`); with nothing left to
+        broadcast, DDP issues no broadcast at all. Statistics of one rank's data must not be buffers
+        (BEiT's code histogram is a plain tensor, summed over ranks when logged).
+        """
+        per_rank = set()
+        for prefix, module in self.named_modules():
+            if isinstance(module, _BatchNorm) and not isinstance(module, (SyncBatchNorm, nn.SyncBatchNorm)):
+                per_rank.update(f"{prefix}.{name}" if prefix else name for name, _ in module.named_buffers(recurse=False))
+        return [name for name, _ in self.named_buffers() if name not in per_rank]
 
     # -- optimisation -----------------------------------------------------------------------------------
 
