@@ -133,13 +133,22 @@ def fill_from_data(cfg: DictConfig, datamodule) -> None:
         cfg.backbone[key] = value
 
 
+def trainer_callbacks(cfg: DictConfig) -> list:
+    """Callbacks a trainer preset brings (``trainer.callbacks``, e.g. the GPU preset's progress bar that redraws
+    every 50 steps), after the run's own; a progress bar only while ``trainer.enable_progress_bar`` is on."""
+    from lightning.pytorch.callbacks import ProgressBar
+
+    built = [instantiate(c) for c in cfg.trainer.get("callbacks") or []]
+    return [c for c in built if cfg.trainer.get("enable_progress_bar", True) or not isinstance(c, ProgressBar)]
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Build data, backbone, method, callbacks, loggers and trainer from ``cfg``, in that order, and fit."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule, method, callbacks, loggers, ckpt_path = build(cfg)
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     method.run_config = resolved
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks + trainer_callbacks(cfg), logger=loggers or False)
 
     if trainer.is_global_zero:
         out = Path(cfg.paths.output_dir)

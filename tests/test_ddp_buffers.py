@@ -61,14 +61,15 @@ def test_ddp_skips_the_replicated_buffers(tmp_path):
         dist.destroy_process_group()
 
 
-BEIT = [sys.executable, "-m", "ssl_lightning.train", "method=beit", "trainer.accelerator=cpu", "data=synthetic",
+BEIT = [sys.executable, "-m", "ssl_lightning.train", "method=beit", "data=synthetic",
         "data.num_samples=32", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "callbacks=none",
         "trainer.enable_model_summary=false", "logger=csv", *SMALL_HEADS["beit"], "method.tokenizer_fit_images=32"]
 
 
 def _codebook_metrics(run: Path, devices: int, batch_size: int) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
-    command = [*BEIT, f"trainer.devices={devices}", f"data.batch_size={batch_size}", f"hydra.run.dir={run}"]
+    accelerator = [] if any(a.startswith("trainer.accelerator=") for a in BEIT) else ["trainer.accelerator=cpu"]
+    command = [*BEIT, *accelerator, f"trainer.devices={devices}", f"data.batch_size={batch_size}", f"hydra.run.dir={run}"]
     proc = subprocess.Popen(command, cwd=run.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:

@@ -16,12 +16,12 @@ from ssl_lightning.nn import SyncBatchNorm, convert_sync_batchnorm
 from ssl_lightning.optim import LR_SCALING, param_groups, scaled_lr
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
 def compile_backends() -> list[str]:
     """The backend names ``torch.compile`` accepts here (``method.compile=<name>``)."""
     return torch._dynamo.list_backends(exclude_tags=())
-SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
 class SSLMethod(L.LightningModule):
@@ -90,7 +90,7 @@ class SSLMethod(L.LightningModule):
         x, y = batch
         return {"h": self(x), "y": y}
 
-    # -- model surgery before training: SyncBN, compilation ----------------------------------------------
+    # -- model surgery before training: SyncBN, DDP buffers, compilation --------------------------------
 
     def compile_targets(self) -> list[nn.Module]:
         """What ``compile`` compiles: every network of the method, i.e. each child module with parameters
