@@ -200,6 +200,13 @@ def evaluate_at_end(trainer: L.Trainer, method, datamodule, last: _LastValidatio
     trainer.callback_metrics.update({k: v for k, v in train_metrics.items() if k not in trainer.callback_metrics})
 
 
+def trainer_callbacks(cfg: DictConfig) -> list:
+    """Callbacks a trainer preset brings (``trainer.callbacks``, e.g. the GPU preset's progress bar that redraws
+    every 50 steps), after the run's own; a progress bar only while ``trainer.enable_progress_bar`` is on."""
+    built = [instantiate(c) for c in cfg.trainer.get("callbacks") or []]
+    return [c for c in built if cfg.trainer.get("enable_progress_bar", True) or not isinstance(c, ProgressBarBase)]
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Build data, backbone, method, callbacks, loggers and trainer from ``cfg``, in that order, and fit; the run
     ends evaluated at its last step."""
@@ -208,7 +215,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     method.run_config = resolved
     last_validation = _LastValidation()
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[*callbacks, last_validation], logger=loggers or False)
+    extra = trainer_callbacks(cfg)
+    if any(isinstance(c, ProgressBarBase) for c in extra):  # the trainer preset's bar replaces the default one
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBarBase)]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[*callbacks, *extra, last_validation], logger=loggers or False)
 
     if trainer.is_global_zero:
         out = Path(cfg.paths.output_dir)

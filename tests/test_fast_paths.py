@@ -1,8 +1,8 @@
-"""Fast paths: batched device augmentation and no host synchronisation in the training step."""
+"""Fast paths: batched device augmentation, fp32 losses under bf16, channels-last, compilation. (The bf16 runs of
+every method without host synchronisation moved to tests/test_no_host_sync.py.)"""
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 
 import lightning as L
@@ -17,54 +17,7 @@ from ssl_lightning.train import train
 from ssl_lightning.transforms import MultiViewTransform
 from ssl_lightning.transforms.batched import BLUR, JITTER, ORDER, CropViews, DeviceViews, augment_views, draw_params
 from ssl_lightning.transforms.views import ViewSpec
-from tests.methods.test_training import IMAGE_METHODS, SMALL_HEADS
-from tests.conftest import text_overrides
-
-# 8-px images keep 17 bf16 runs inside the test budget (the ViT methods need their 16-px patch grid)
-SMALL_IMAGES = {m: ["data.image_size=8"] for m in ("simclr", "byol", "simsiam", "barlow_twins", "vicreg")}
-
-
-@contextlib.contextmanager
-def no_host_sync():
-    """Make ``.item()``, ``float(t)``, ``int(t)``, ``bool(t)`` and ``.tolist()`` of a tensor raise."""
-    names = ("item", "__float__", "__int__", "__bool__", "tolist")
-    saved = {n: getattr(torch.Tensor, n) for n in names}
-
-    def refuse(self, *args, **kwargs):
-        raise AssertionError("host-device synchronisation in the training step")
-
-    for n in names:
-        setattr(torch.Tensor, n, refuse)
-    try:
-        yield
-    finally:
-        for n, f in saved.items():
-            setattr(torch.Tensor, n, f)
-
-
-@pytest.mark.parametrize("method", IMAGE_METHODS)
-def test_bf16_mixed_fast_dev_run_of_every_image_method(make_cfg, method, monkeypatch):
-    """bf16 autocast for every method; the training step (forward, loss) reads nothing back to the host."""
-    cfg = make_cfg(f"method={method}", "trainer.fast_dev_run=true", "trainer.precision=bf16-mixed",
-                   "callbacks=none", *SMALL_HEADS.get(method, []), *SMALL_IMAGES.get(method, []))
-    model_cls = instantiate(cfg.method, backbone=instantiate(cfg.backbone)).__class__
-    step = model_cls.training_step
-
-    def guarded(self, batch, batch_idx):
-        with no_host_sync():
-            return step(self, batch, batch_idx)
-
-    monkeypatch.setattr(model_cls, "training_step", guarded)
-    metrics = train(cfg)
-    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
-
-
-@pytest.mark.parametrize("method", ["clm", "mlm"])
-def test_bf16_mixed_fast_dev_run_of_text_methods(make_cfg, tiny_corpus, method):
-    metrics = train(make_cfg(*text_overrides(tiny_corpus, method), "trainer.fast_dev_run=true",
-                             "trainer.precision=bf16-mixed"))
-    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
-
+from tests.methods.test_training import SMALL_HEADS
 
 @pytest.mark.parametrize("name", ["nt_xent", "barlow_twins", "vicreg", "moco_v3", "sinkhorn"])
 def test_losses_are_computed_in_fp32_under_bf16_autocast(name):

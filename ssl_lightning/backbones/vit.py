@@ -231,6 +231,11 @@ class VisionTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.forward_tokens(x))
 
+    def compile(self, *args, **kwargs) -> None:
+        """``torch.compile`` the token path in place: ``forward_tokens``, which MAE and BEiT call directly
+        (``nn.Module.compile`` wraps only ``__call__``) and ``forward`` calls; the pooling stays eager."""
+        self.forward_tokens = torch.compile(self.forward_tokens, *args, **kwargs)
+
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         return {"cls_token"}

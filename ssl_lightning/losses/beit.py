@@ -6,17 +6,23 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+IGNORE_INDEX = -100
+
 
 def beit_loss(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``-mean_{(b, n): mask} log softmax(logits)[tokens_{b, n}]``: the mean over masked positions.
+    """``-mean_{(b, n): mask} log softmax(logits)[tokens_{b, n}]``: the mean over masked positions, in fp32.
+
+    Fixed shapes (no boolean indexing, so no host-device synchronisation): the positions that take no loss
+    are given the target ``ignore_index``, which cross-entropy leaves out of the sum and the count.
 
     Args:
-        logits: (M, V) scores of the M masked positions, in the order of ``mask.nonzero()`` (row-major over
-            (B, N)): the method applies its head only there, as the reference code does.
-        tokens: (B, N) visual-token ids of the un-masked image, from the tokenizer.
-        mask: (B, N) bool, True at the M masked positions.
+        logits: (B, M, V) scores at M positions per sample (all N patches, or a fixed-size selection that
+            holds every masked one, as :meth:`~ssl_lightning.methods.BEiT.forward_beit` passes).
+        tokens: (B, M) visual-token ids of the un-masked image at those positions, from the tokenizer.
+        mask: (B, M) bool, True where the position is masked (takes a loss).
     """
-    targets = tokens[mask]  # (M,)
-    if logits.shape[0] != targets.shape[0]:
-        raise ValueError(f"{logits.shape[0]} logit rows for {targets.shape[0]} masked positions")
-    return F.cross_entropy(logits.float(), targets)
+    if logits.shape[:-1] != tokens.shape or tokens.shape != mask.shape:
+        raise ValueError(f"logits {tuple(logits.shape)}, tokens {tuple(tokens.shape)} and mask {tuple(mask.shape)} "
+                         "must share their leading (B, M) shape")
+    targets = torch.where(mask, tokens, IGNORE_INDEX)  # (B, M)
+    return F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten(), ignore_index=IGNORE_INDEX)

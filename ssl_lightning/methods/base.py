@@ -8,14 +8,20 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ssl_lightning.config import check
 from ssl_lightning.distributed import world_size
-from ssl_lightning.nn import convert_sync_batchnorm
+from ssl_lightning.nn import SyncBatchNorm, convert_sync_batchnorm
 from ssl_lightning.optim import LR_SCALING, param_groups, scaled_lr
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+def compile_backends() -> list[str]:
+    """The backend names ``torch.compile`` accepts here (``method.compile=<name>``)."""
+    return torch._dynamo.list_backends(exclude_tags=())
 
 
 class SSLMethod(L.LightningModule):
@@ -33,8 +39,9 @@ class SSLMethod(L.LightningModule):
             gradient-accumulation steps): ``"linear"``, LR = lr x B / 256 (Goyal et al., 2017; SimCLR, BYOL,
             SimSiam, MoCo v3); ``"sqrt"``, LR = lr x sqrt(B) (SimCLR, Appendix B.1, better for small batches
             and short schedules); ``"none"``, LR = lr.
-        compile: ``torch.compile`` the backbone and its momentum copy (if any) in place
-            (``nn.Module.compile``: parameter names and checkpoints are unchanged) when training starts.
+        compile: ``torch.compile`` every network the training step runs, in place, when training starts (see
+            :meth:`compile_targets`; parameter names and checkpoints are unchanged): ``true`` (inductor),
+            ``false``, or a dynamo backend name (``aot_eager``, ``eager``: debugging) or callable.
         sync_batchnorm: with more than one rank, replace every BatchNorm of the module (backbone, heads,
             teachers) by :class:`~ssl_lightning.nn.SyncBatchNorm`, so batch statistics are those of the
             global batch (the paper's choice is in each ``conf/method/*.yaml``). Works on CPU (gloo) and GPUs.
@@ -66,7 +73,11 @@ class SSLMethod(L.LightningModule):
         if "final_lr_ratio" in sched:
             check(0 <= sched["final_lr_ratio"] <= 1, "method.scheduler.final_lr_ratio", sched["final_lr_ratio"], "a fraction in [0, 1]")
         self.lr_scaling = lr_scaling
-        self.compile_backbone, self._compiled = bool(compile), False
+        if not (isinstance(compile, bool) or callable(compile)):  # a backend name (imports dynamo: only then)
+            check(compile in compile_backends(), "method.compile", compile,
+                  "true, false or a torch.compile backend name (inductor, aot_eager, eager, ...: "
+                  "torch._dynamo.list_backends(exclude_tags=()))")
+        self.compile_backend, self._compiled = compile, False
         check(isinstance(sync_batchnorm, bool), "method.sync_batchnorm", sync_batchnorm, "true or false")
         self.sync_batchnorm = sync_batchnorm
         self.run_config: dict[str, Any] | None = None  # the resolved Hydra config, stored in checkpoints
@@ -79,12 +90,18 @@ class SSLMethod(L.LightningModule):
         x, y = batch
         return {"h": self(x), "y": y}
 
-    # -- model surgery before training: SyncBN, compilation ----------------------------------------------
+    # -- model surgery before training: SyncBN, DDP buffers, compilation --------------------------------
 
     def compile_targets(self) -> list[nn.Module]:
-        """What ``compile=true`` compiles: the backbone and the teacher that mirrors it."""
-        pairs = self.momentum_pairs() if hasattr(self, "momentum_pairs") else []
-        return [self.backbone] + [teacher for student, teacher in pairs if student is self.backbone]
+        """What ``compile`` compiles: every network of the method, i.e. each child module with parameters
+        (backbone, projector, predictor, prototypes, heads, MAE's decoder, and the momentum teachers), not
+        metrics. Each is compiled on its own (``module.compile()``; a ViT compiles ``forward_tokens``, the
+        token path MAE and BEiT call directly), so a teacher, a no-grad or an eval-mode call gets its own
+        graph once instead of recompiling the student's: after the first training step and the first
+        validation, nothing compiles again (tests/test_compile.py counts the graphs)."""
+        from torchmetrics import Metric
+
+        return [m for m in self.children() if not isinstance(m, Metric) and any(True for _ in m.parameters())]
 
     def configure_model(self) -> None:
         """Model surgery Lightning allows once the module is on its device, before DDP wrapping and before the
@@ -93,14 +110,38 @@ class SSLMethod(L.LightningModule):
         1. SyncBatchNorm everywhere when ``sync_batchnorm`` and more than one rank. The conversion keeps the
            parameter objects, so parameter groups, LARS exclusions and EMA pairs are unchanged, and it converts
            the teachers too (they are submodules).
-        2. Then ``compile``: the compiled graphs must see the final (synchronised) BatchNorm layers.
+        2. Tell DDP which buffers not to broadcast (:meth:`replicated_buffers`).
+        3. Then ``compile``: the compiled graphs must see the final (synchronised) BatchNorm layers.
         """
         if self.sync_batchnorm and world_size() > 1:
             convert_sync_batchnorm(self)
-        if self.compile_backbone and not self._compiled:
+        self._ddp_params_and_buffers_to_ignore = self.replicated_buffers()
+        if self.compile_backend is not False and not self._compiled:
+            options = {} if self.compile_backend is True else {"backend": self.compile_backend}
             for module in self.compile_targets():
-                module.compile()
+                module.compile(**options)
             self._compiled = True
+
+    def replicated_buffers(self) -> list[str]:
+        """The buffers DDP need not broadcast: all but the running statistics of BatchNorm layers that are
+        not synchronised.
+
+        DDP (``broadcast_buffers``, on by default) copies every buffer from rank 0 to the others before
+        each forward. That is what keeps per-device BatchNorm statistics (Shuffle-BN, jigsaw, rotation)
+        the same on every rank, so those still go. Every other buffer is the same on every rank by
+        construction: queues are written with keys gathered from all ranks (MoCo's 32 MB at K = 65536 would
+        be re-sent every step), SyncBatchNorm statistics are those of the global batch, position embeddings
+        and permutation sets are constants, a tokenizer's codebook is broadcast once when it is fitted.
+        Lightning wraps the LightningModule itself in DDP, which skips the names listed in the module's
+        ``_ddp_params_and_buffers_to_ignore`` (set by :meth:`configure_model`); with nothing left to
+        broadcast, DDP issues no broadcast at all. Statistics of one rank's data must not be buffers
+        (BEiT's code histogram is a plain tensor, summed over ranks when logged).
+        """
+        per_rank = set()
+        for prefix, module in self.named_modules():
+            if isinstance(module, _BatchNorm) and not isinstance(module, (SyncBatchNorm, nn.SyncBatchNorm)):
+                per_rank.update(f"{prefix}.{name}" if prefix else name for name, _ in module.named_buffers(recurse=False))
+        return [name for name, _ in self.named_buffers() if name not in per_rank]
 
     # -- optimisation -----------------------------------------------------------------------------------
 
@@ -128,7 +169,11 @@ class SSLMethod(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def log_lr(self) -> None:
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+        """Log the LR as a host tensor: ``self.log`` of a Python float makes a device tensor from it, a
+        blocking host-to-device copy in every step; a host tensor stays on the host (Lightning keeps a
+        logged value on its own device), so the step queues no copy."""
+        lr = torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"], dtype=torch.float32)
+        self.log("train/lr", lr, on_step=True, on_epoch=False)
 
     # -- checkpoints ------------------------------------------------------------------------------------
 

@@ -76,7 +76,12 @@ class BEiT(SSLMethod):
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
-        self.register_buffer("code_counts", torch.zeros(vocab_size, dtype=torch.long), persistent=False)
+        # at most this many patches are masked per image (BlockwiseMasking stops at its budget): the head runs
+        # on this fixed number of positions per image, so the step has no data-dependent shape
+        self.max_masked = BlockwiseMasking(mask_ratio, None).num_masked(backbone.num_patches)
+        # this rank's histogram of the epoch's target tokens: a plain tensor, not a buffer, since DDP would
+        # overwrite a buffer with rank 0's before every forward; summed over ranks at the end of the epoch
+        self.code_counts = torch.zeros(vocab_size, dtype=torch.long)
         self._tokenizer_ready = False
 
     @torch.jit.ignore
@@ -115,21 +120,36 @@ class BEiT(SSLMethod):
 
     def forward_beit(self, images: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Tokenise, encode with mask tokens, predict at masked positions. Returns the loss, the token
-        accuracy at masked positions, the encoding (B, 1 + N, D) and the target tokens (B, N)."""
+        accuracy at masked positions, the encoding (B, 1 + N, D) and the target tokens (B, N).
+
+        The reference code runs the head on ``x[bool_masked_pos]``, a shape known only on the device (a
+        host-device synchronisation on GPUs). Here every image contributes ``max_masked`` positions: its
+        masked patches first (all of them: a mask never holds more), then unmasked ones to fill, which take
+        no loss (ignore_index). Same loss and gradients; the head computes up to ``max_masked`` - M rows more.
+        """
         if not self._tokenizer_ready:
             raise RuntimeError("BEiT's tokenizer is not ready: call fit_tokenizer(datamodule) before training")
+        torch._assert_async(mask.sum(dim=1).max() <= self.max_masked, "a BEiT mask holds more than max_masked patches")
         tokens = self.tokenizer(images)  # (B, N) int64, no_grad
         encoded = self.backbone.forward_tokens(images, bool_masked_pos=mask, mask_token=self.mask_token)  # (B, 1 + N, D)
-        logits = self.head(encoded[:, 1:][mask])  # (M, V): the masked positions only
-        loss = beit_loss(logits, tokens, mask)
+        ids = torch.argsort(mask.to(torch.uint8), dim=1, descending=True, stable=True)[:, : self.max_masked]  # (B, M)
+        selected = torch.gather(mask, 1, ids)  # (B, M): False where an image masks fewer than M patches
+        features = torch.gather(encoded[:, 1:], 1, ids[..., None].expand(-1, -1, encoded.shape[-1]))  # (B, M, D)
+        logits = self.head(features)  # (B, M, V)
+        targets = torch.gather(tokens, 1, ids)  # (B, M)
+        loss = beit_loss(logits, targets, selected)
         with torch.no_grad():
-            accuracy = (logits.argmax(dim=-1) == tokens[mask]).float().mean()
+            correct = (logits.argmax(dim=-1) == targets) & selected
+            accuracy = correct.sum() / selected.sum().clamp_min(1)
         return loss, accuracy, encoded, tokens
 
     def training_step(self, batch, batch_idx: int):
         (images, mask), _ = batch
         loss, accuracy, encoded, tokens = self.forward_beit(images, mask)
-        self.code_counts += torch.bincount(tokens.flatten(), minlength=self.vocab_size)
+        if self.code_counts.device != tokens.device:  # only without a trainer (on_train_epoch_start makes it)
+            self.code_counts = self.code_counts.to(tokens.device)
+        ids = tokens.flatten()
+        self.code_counts.index_add_(0, ids, torch.ones_like(ids))  # bincount's length depends on the data
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/token_acc", accuracy, on_step=True, on_epoch=False)
         self.log_lr()
@@ -155,7 +175,11 @@ class BEiT(SSLMethod):
         self.log("val/token_acc", accuracy, sync_dist=True)
         return {"h": self.backbone.pool(encoded), "y": y}
 
+    def on_train_epoch_start(self) -> None:
+        self.code_counts = torch.zeros(self.vocab_size, dtype=torch.long, device=self.device)
+
     def on_train_epoch_end(self) -> None:
+        """Log the usage and perplexity of the epoch's target tokens over all ranks (each rank counted its own)."""
         counts = self.code_counts.clone()
         if world_size() > 1:
             torch.distributed.all_reduce(counts)

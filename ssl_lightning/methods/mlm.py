@@ -50,8 +50,13 @@ class MLM(TextMethod):
         """(N, D) features of masked positions -> (N, V) logits; decoder weight = input token embedding."""
         return F.linear(self.transform(h), self.backbone.token_embed.weight, self.decoder_bias)
 
-    def update_val_metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        self.val_acc.update((logits.argmax(-1) == targets).float().mean(), targets.numel())
+    def max_labels(self, seq_len: int) -> int:
+        """The collator labels ``round(mask_prob x n)`` of a sequence's n <= T ordinary tokens (at least one)."""
+        return min(seq_len, max(1, int(self.collator.mask_prob * seq_len + 0.5)))
+
+    def update_val_metrics(self, logits: torch.Tensor, targets: torch.Tensor, count: torch.Tensor) -> None:
+        correct = (logits.argmax(-1) == targets) & (targets != IGNORE_INDEX)
+        self.val_acc.update(correct.sum() / count, count)
 
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
@@ -68,6 +73,7 @@ class MLM(TextMethod):
         logits, _ = self.labelled_logits(inputs[None].to(self.device), labels[None].to(self.device))
         self.train(was_training)
         filled = inputs.clone()
-        filled[labels != IGNORE_INDEX] = logits.argmax(-1).cpu()
+        chosen = labels != IGNORE_INDEX
+        filled[chosen] = logits[0, : int(chosen.sum())].argmax(-1).cpu()  # the labelled positions come first
         decode = self.tokenizer.decode
         return f"input:\n{decode(inputs)}\n\nprediction:\n{decode(filled)}\n\noriginal:\n{decode(ids)}"

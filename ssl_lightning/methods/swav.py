@@ -85,6 +85,10 @@ class SwAV(SSLMethod):
         self.register_buffer("queue", torch.zeros(queue_length, len(crops_for_assign), proj_output_dim))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
+        # the same count on the host, so the step decides "is the queue full?" without reading the device;
+        # kept by enqueue() and refreshed whenever a state dict (a checkpoint) is loaded
+        self.queue_rows = 0
+        self.register_load_state_dict_post_hook(lambda module, keys: module.count_queue_rows())
 
     def check_views(self, view_sizes: Sequence[int]) -> None:
         """Fail before training on a crop configuration SwAV cannot use (called by train.py)."""
@@ -112,6 +116,11 @@ class SwAV(SSLMethod):
     def enqueue(self, z: torch.Tensor) -> None:
         """Called by :class:`QueueUpdate` after the optimizer step with (N, A, D) projections."""
         ring_enqueue_(self.queue, self.queue_ptr, z, self.queue_filled)
+        self.queue_rows = min(self.queue_length, self.queue_rows + z.shape[0])
+
+    def count_queue_rows(self) -> None:
+        """Read the queue's fill count from the device (after loading a state dict, outside any step)."""
+        self.queue_rows = int(self.queue_filled)
 
     def forward_views(self, views: Sequence[torch.Tensor]) -> torch.Tensor:
         """Backbone features of all views, (V * B, F): one backbone call per run of same-size views."""
@@ -123,7 +132,7 @@ class SwAV(SSLMethod):
         the queue, once full) in fp32, keeping this rank's rows. ``z``: this crop's projections (B, D)."""
         z_all = gather_no_grad(z.float())  # (W*B, D)
         start = rank() * z.shape[0]
-        if self.queue_length and int(self.queue_filled) >= self.queue_length:
+        if self.queue_length and self.queue_rows >= self.queue_length:  # host-side count: no sync
             z_all = torch.cat([self.queue[:, slot].float(), z_all])
             start += self.queue_length
         with torch.autocast(device_type=z.device.type, enabled=False):

@@ -67,11 +67,25 @@ class TextMethod(SSLMethod):
         """Token features (B, T, D) with the method's attention (bidirectional or causal)."""
         return self.backbone(ids, padding_mask=padding_mask, is_causal=self.is_causal)
 
+    def max_labels(self, seq_len: int) -> int:
+        """The most positions of a ``seq_len``-token sequence that take a loss (every one, for next-token LM)."""
+        return seq_len
+
     def labelled_logits(self, inputs: torch.Tensor, labels: torch.Tensor, padding_mask: torch.Tensor | None = None):
-        """Logits (N, V) and targets (N,) at the N positions that take a loss; the head runs on those only."""
+        """Logits (B, K, V) and targets (B, K) at ``K = max_labels(T)`` positions per sequence that hold every
+        labelled one (first, in order), targets -100 at the others (no loss).
+
+        A fixed K instead of ``h[labels != -100]``: that shape is known only on the device, and reading it is
+        a host-device synchronisation in every step on GPUs. The head still runs on K rows, not all T (MLM
+        labels about 15% of the tokens; the reference BERT code gathers ``max_predictions_per_seq`` too).
+        """
         h = self(inputs, padding_mask)  # (B, T, D)
-        keep = labels != IGNORE_INDEX
-        return self.head(h[keep]), labels[keep]
+        k = self.max_labels(labels.shape[1])
+        if k < labels.shape[1]:
+            ids = torch.argsort((labels != IGNORE_INDEX).to(torch.uint8), dim=1, descending=True, stable=True)[:, :k]
+            h = torch.gather(h, 1, ids[..., None].expand(-1, -1, h.shape[-1]))  # (B, K, D)
+            labels = torch.gather(labels, 1, ids)  # (B, K)
+        return self.head(h), labels
 
     def training_step(self, batch, batch_idx: int):
         inputs, labels = batch  # training windows are whole blocks: no padding
@@ -85,12 +99,13 @@ class TextMethod(SSLMethod):
         inputs, labels = batch
         padding = inputs == PAD_ID  # the end of the split
         logits, targets = self.labelled_logits(inputs, labels, padding if padding.any() else None)
-        if targets.numel():
-            self.val_nll.update(lm_loss(logits, targets), targets.numel())
-            self.update_val_metrics(logits, targets)
+        count = (targets != IGNORE_INDEX).sum()
+        if count:
+            self.val_nll.update(lm_loss(logits, targets), count)
+            self.update_val_metrics(logits, targets, count)
 
-    def update_val_metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        """Hook for method-specific validation metrics (MLM accuracy)."""
+    def update_val_metrics(self, logits: torch.Tensor, targets: torch.Tensor, count: torch.Tensor) -> None:
+        """Hook for method-specific validation metrics (MLM accuracy); ``count`` labelled targets (not -100)."""
 
     def on_validation_epoch_end(self) -> None:
         nll = self.val_nll.compute()  # token-weighted mean over the whole split and all ranks

@@ -32,9 +32,15 @@ def test_training_step_predicts_only_masked_positions(make_cfg):
         model.training_step(((images, mask), labels), 0)
     model.fit_tokenizer(dm)
     rows = []
-    model.head.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
+    model.head.register_forward_hook(lambda m, args, out: rows.append(tuple(args[0].shape)))
     out = model.training_step(((images, mask), labels), 0)
-    assert rows == [int(mask.sum())] and 0 < mask.float().mean() < 0.5
+    # a fixed number of positions per image (no data-dependent shape), every masked one among them
+    assert rows == [(images.shape[0], model.max_masked, 32)] and 0 < mask.float().mean() < 0.5
+    assert mask.sum(dim=1).max() <= model.max_masked < mask.shape[1]
+    loss, accuracy, encoded, tokens = model.forward_beit(images, mask)
+    logits = model.head(encoded[:, 1:][mask])  # the reference code: the head on the masked positions only
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits, tokens[mask]))
+    torch.testing.assert_close(accuracy, (logits.argmax(-1) == tokens[mask]).float().mean())
     assert torch.isfinite(out["loss"]) and out["h"].shape == (images.shape[0], 32)
     assert model.code_counts.sum() == mask.numel()
     assert not any(p.requires_grad for p in model.tokenizer.parameters())
