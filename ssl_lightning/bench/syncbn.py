@@ -5,7 +5,8 @@ over both) against the same step with ``nn.BatchNorm2d`` (no synchronisation), o
     python -m ssl_lightning.bench syncbn batch_size=128 image_size=64 steps=5
 
 Prints, per rank, the peak memory of one step (the rise of the process's resident set size above what it held
-before the step: Linux ``VmHWM`` after a reset through ``/proc/self/clear_refs``, minus ``VmRSS`` before), the
+before the step: Linux ``VmHWM`` after a reset through ``/proc/self/clear_refs``, minus ``VmRSS`` before; large
+allocations are mmapped, see :func:`~ssl_lightning.bench.common.spawn_gloo`), the
 bytes autograd keeps for backward (counted with ``saved_tensors_hooks``, storages counted once), and the median
 step time; then the SyncBN / BatchNorm ratios (target for the peak memory: <= 1.5). Not a timed test.
 """
@@ -15,16 +16,13 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
-from ssl_lightning.bench.common import peak_memory_mib, reset_peak_memory
+from ssl_lightning.bench.common import peak_memory_mib, reset_peak_memory, spawn_gloo
 
 
 @dataclass
@@ -91,12 +89,10 @@ def measure(model: torch.nn.Module, x: torch.Tensor, steps: int) -> dict[str, fl
     return {"peak_mib": max(peaks), "saved_mib": saved_bytes(model, x) / 2**20, "ms": 1000 * statistics.median(times)}
 
 
-def _rank(rank: int, settings: Settings, init: str, out: str) -> None:
+def _rank(rank: int, settings: Settings) -> dict:
     from ssl_lightning.backbones.resnet import resnet
     from ssl_lightning.nn import convert_sync_batchnorm
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=settings.world)
     g = torch.Generator().manual_seed(rank)
     x = torch.randn(settings.batch_size, 3, settings.image_size, settings.image_size, generator=g)
     rows = {}
@@ -107,23 +103,12 @@ def _rank(rank: int, settings: Settings, init: str, out: str) -> None:
             convert_sync_batchnorm(model, use_torch=False)
         row = measure(model.train(), x, settings.steps)
         rows[name] = row if name not in rows else {k: min(v, rows[name][k]) for k, v in row.items()}
-    torch.save(rows, Path(out) / f"rank{rank}.pt")
-    dist.destroy_process_group()
+    return rows
 
 
 def bench(settings: Settings) -> list[dict]:
-    with tempfile.TemporaryDirectory() as out:
-        init = f"file://{out}/store"
-        procs = [mp.get_context("spawn").Process(target=_rank, args=(r, settings, init, out)) for r in range(settings.world)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
-        if any(p.exitcode for p in procs):
-            raise SystemExit("bench syncbn: a rank failed")
-        results = [torch.load(Path(out) / f"rank{r}.pt") for r in range(settings.world)]
     rows = []
-    for r, res in enumerate(results):
+    for r, res in enumerate(spawn_gloo(_rank, settings.world, settings)):
         bn, sync = res["batchnorm"], res["syncbn"]
         rows.append({"rank": r, **{f"bn_{k}": v for k, v in bn.items()}, **{f"sync_{k}": v for k, v in sync.items()},
                      "peak_ratio": sync["peak_mib"] / bn["peak_mib"], "saved_ratio": sync["saved_mib"] / bn["saved_mib"],
