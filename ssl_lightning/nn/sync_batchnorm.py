@@ -94,10 +94,11 @@ class _GlobalBatchNorm(torch.autograd.Function):
             mean_g, mean_gx = local.split(mean.numel())
             mean_g, mean_gx = mean_g / ctx.total, mean_gx / ctx.total
             w = weight.to(dtype) if weight is not None else torch.ones_like(invstd)
-            # dx = w invstd (g - mean_g) - w invstd^3 mean_gx (x - m), as one fused multiply-add per term
-            a = _expand(w * invstd, nd)
-            grad_x = (g - _expand(mean_g, nd)).mul_(a).sub_(xmu.mul_(_expand(w * invstd**3 * mean_gx, nd)))
-            grad_x = grad_x.to(x.dtype)
+            a = w * invstd  # (C,)
+            # dx = a (g - mean_g) - a invstd^2 mean_gx (x - m), built in place in xmu's buffer: no other
+            # full-size tensor than xmu (and the transient g * xmu above)
+            grad_x = xmu.mul_(_expand(-a * invstd**2 * mean_gx, nd)).addcmul_(g, _expand(a, nd))
+            grad_x = grad_x.sub_(_expand(a * mean_g, nd)).to(x.dtype)
         return grad_x, grad_weight, grad_bias, None, None, None, None, None
 
 
