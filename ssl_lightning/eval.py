@@ -78,6 +78,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     check_data(cfg)
     protocol = instantiate(cfg.protocol)
+    protocol.show_progress = bool(cfg.get("enable_progress_bar", True))  # bars on rank 0 only
     datamodule: ImageDataModule = instantiate(cfg.data)
     backbone_cfg = OmegaConf.to_container(cfg.backbone, resolve=True) if cfg.get("backbone") else None
     pretrained = load_pretrained(cfg.ckpt, prefix=cfg.prefix, backbone=backbone_cfg,

@@ -6,7 +6,9 @@ One entry point, ``python -m ssl_lightning.bench [MODE] [overrides...]``:
   plain loop (:mod:`.plain`) on the same batches, with peak memory; then the MAE check;
 - ``data`` (:mod:`.data`): the input pipeline alone, augmented views/s against per-sample PIL;
 - ``mae`` (:mod:`.mae`): MAE's step time at several mask ratios against encoding every patch;
-- ``text`` (:mod:`.text`): nanoGPT's CPU Shakespeare run, our CLM loop against a plain loop.
+- ``text`` (:mod:`.text`): nanoGPT's CPU Shakespeare run, our CLM loop against a plain loop;
+- ``syncbn`` (:mod:`.syncbn`): one ResNet-18 step with our SyncBatchNorm on 2 gloo ranks against BatchNorm2d;
+- ``knn`` (:mod:`.knn`): the kNN bank's bytes per rank on 2 gloo ranks against one process.
 
 Shared helpers (device sync, peak memory) are in :mod:`.common`.
 """

@@ -1,10 +1,12 @@
-"""``python -m ssl_lightning.bench [steps|data|mae|text] [Hydra overrides...]``: one entry point for every benchmark."""
+"""``python -m ssl_lightning.bench [steps|data|mae|text|syncbn|knn] [overrides...]``: one entry point for every benchmark.
+
+``syncbn`` and ``knn`` take plain ``key=value`` settings (see their modules), the others Hydra overrides."""
 
 from __future__ import annotations
 
 import sys
 
-MODES = ("steps", "data", "mae", "text")
+MODES = ("steps", "data", "mae", "text", "syncbn", "knn")
 
 
 def split_mode(argv: list[str]) -> tuple[str, list[str]]:
@@ -29,6 +31,10 @@ def main() -> None:
         from ssl_lightning.bench.mae import main as run
     elif mode == "text":
         from ssl_lightning.bench.text import main as run
+    elif mode == "syncbn":
+        from ssl_lightning.bench.syncbn import main as run
+    elif mode == "knn":
+        from ssl_lightning.bench.knn import main as run
     else:
         from ssl_lightning.bench.steps import main as run
     run()

@@ -58,3 +58,39 @@ def image_overrides(cfg: DictConfig) -> list[str]:
     img = cfg.bench.image
     extra = ["data.num_samples=" + str(5 * img.batch_size)] if img.data == "synthetic" else []
     return [f"data={img.data}", f"data.image_size={img.image_size}", f"data.batch_size={img.batch_size}", *extra]
+
+
+# -- gloo ranks on CPU ---------------------------------------------------------------------------------
+
+
+def _gloo_rank(rank: int, world: int, init: str, out: str, fn, args: tuple) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    torch.save(fn(rank, *args), Path(out) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def spawn_gloo(fn, world: int, *args) -> list:
+    """``fn(rank, *args)`` on ``world`` spawned CPU processes in one gloo group; their results in rank order.
+
+    Large allocations are made with mmap in the children (``MALLOC_MMAP_THRESHOLD_``), so freed tensors leave
+    the resident set at once and its peak (``VmHWM``) measures the tensors' peak rather than the heap's."""
+    import os
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(64 * 1024))
+    with tempfile.TemporaryDirectory() as out:
+        init = f"file://{out}/store"
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=_gloo_rank, args=(r, world, init, out, fn, args)) for r in range(world)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        if any(p.exitcode for p in procs):
+            raise SystemExit(f"{getattr(fn, '__name__', fn)}: a rank failed")
+        return [torch.load(Path(out) / f"rank{r}.pt", weights_only=False) for r in range(world)]

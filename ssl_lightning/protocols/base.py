@@ -9,8 +9,9 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from ssl_lightning.callbacks.knn import extract_features
+from ssl_lightning.callbacks.knn import extract_features, topk_hits
 from ssl_lightning.config import check
+from ssl_lightning.distributed import world_size
 from ssl_lightning.transforms import ViewSpec, view_pipeline
 
 
@@ -22,18 +23,36 @@ class Protocol:
     """
 
     name = ""
+    #: progress bars (feature extraction, training epochs) on rank 0; eval sets it from ``enable_progress_bar``
+    show_progress: bool = False
 
     def run(self, backbone: nn.Module, datamodule, fabric: L.Fabric, seed: int) -> dict[str, float]:
         raise NotImplementedError
 
 
-def clean_features(backbone: nn.Module, datamodule, split: str, fabric: L.Fabric) -> tuple[torch.Tensor, torch.Tensor]:
-    """Backbone features (N, D) and labels (N,) of the non-augmented ``bank`` or ``val`` split, in eval mode,
-    computed sharded over ranks and gathered (every rank gets all of them); unlabelled (-1) rows dropped."""
-    with fabric.autocast():
-        x, y = extract_features(backbone, datamodule.eval_dataloader(split), fabric.device)
+def clean_features(backbone: nn.Module, datamodule, split: str, fabric: L.Fabric, normalize: bool = False,
+                   dtype: torch.dtype = torch.float32, show_progress: bool = False,
+                   with_index: bool = False) -> tuple[torch.Tensor, ...]:
+    """This rank's shard of the backbone features (n, D) and labels (n,) of the non-augmented ``bank`` or ``val``
+    split (about N / world size rows; never gathered), in eval mode under Fabric's precision, L2-normalised
+    and cast to ``dtype`` batch by batch; unlabelled (-1) rows dropped. ``with_index`` adds each row's index
+    in the split (n,), from the loader's sampler."""
+    loader = datamodule.eval_dataloader(split)
+    x, y = extract_features(backbone, loader, fabric.device, normalize=normalize, dtype=dtype,
+                            autocast=fabric.autocast, desc=f"{split} features", show_progress=show_progress)
     keep = y >= 0
-    return x[keep], y[keep]
+    if not with_index:
+        return x[keep], y[keep]
+    index = torch.tensor(list(loader.sampler), dtype=torch.long, device=y.device)
+    return x[keep], y[keep], index[keep]
+
+
+def global_count(n: int, device: torch.device) -> int:
+    """The sum of ``n`` over ranks."""
+    t = torch.tensor([n], device=device)
+    if world_size() > 1:
+        torch.distributed.all_reduce(t)
+    return int(t.item())
 
 
 def top_k(num_classes: int) -> tuple[int, int]:
@@ -52,9 +71,11 @@ def accuracy_metrics(num_classes: int, device: torch.device, sync: bool) -> dict
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
-    """Top-1 / top-5 accuracy (percent) of full (already gathered) logits (N, C)."""
-    metrics = accuracy_metrics(num_classes, logits.device, sync=False)
-    return {name: 100.0 * m(logits, labels).item() for name, m in metrics.items()}
+    """Top-1 / top-5 accuracy (percent) over every rank's logits (n, C) and labels (n,) (one all-reduce of the
+    counts; on one process, of the logits given)."""
+    k1, k5 = top_k(num_classes)
+    acc = topk_hits(logits, labels, (k1, k5))
+    return {"top1": acc[k1], "top5": acc[k5]}
 
 
 def augmentation(datamodule, crop_scale: Sequence[float], hflip_prob: float):

@@ -12,6 +12,7 @@ from torch import nn
 from ssl_lightning.backbones import VisionTransformer
 from ssl_lightning.config import check
 from ssl_lightning.optim import warmup_cosine
+from ssl_lightning.callbacks.knn import progress
 from ssl_lightning.protocols.base import Protocol, accuracy_metrics, augmentation, check_positive
 
 
@@ -137,7 +138,7 @@ class FineTune(Protocol):
             loader.sampler.set_epoch(epoch)
             model.train()
             total, count = 0.0, 0
-            for x, y in loader:
+            for x, y in progress(loader, f"finetune epoch {epoch + 1}/{self.epochs}", self.show_progress):
                 x, y = x.to(fabric.device, non_blocking=True), y.to(fabric.device)
                 with fabric.autocast():
                     logits = model(x)

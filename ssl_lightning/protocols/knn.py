@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ssl_lightning.callbacks.knn import knn_predict, topk_accuracy
-from ssl_lightning.protocols.base import Protocol, check_positive, clean_features, top_k
+from ssl_lightning.callbacks.knn import bank_dtype, knn_scores, topk_hits
+from ssl_lightning.protocols.base import Protocol, check_positive, clean_features, global_count, top_k
 
 
 class KNN(Protocol):
     """Each validation image is classified by its k most cosine-similar labelled training images, each voting
     ``exp(sim / T)`` for its class (Wu et al., 2018; the protocol of InstDisc, DINO and solo-learn's online kNN).
-    Features are the backbone's, on clean images, in eval mode; no training.
+    Features are the backbone's, on clean images, in eval mode; no training. On several devices each rank
+    keeps its shard of the bank (bf16) and only each query's top-k candidates are exchanged
+    (:func:`~ssl_lightning.callbacks.knn.knn_scores`): the same predictions as one process.
 
     Args:
         k: neighbours (200, Wu et al., 2018; DINO uses 20 on ImageNet).
@@ -29,14 +32,19 @@ class KNN(Protocol):
 
     def evaluate_features(self, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
                           num_classes: int) -> dict[str, float]:
-        """Top-1 / top-5 accuracy (percent) of the weighted kNN vote: bank (N, D) with labels (N,), queries (M, D)."""
-        scores = knn_predict(val_x, train_x, train_y, num_classes, self.k, self.temperature)  # (M, C)
-        acc = topk_accuracy(scores, val_y, top_k(num_classes))
+        """Top-1 / top-5 accuracy (percent) of the weighted kNN vote: this rank's shards of the bank (n, D) with
+        labels (n,) and of the queries (m, D) (on one process, the whole of each)."""
+        bank = F.normalize(train_x.float(), dim=1).to(bank_dtype(train_x.device))
+        scores = knn_scores(val_x, bank, train_y, num_classes, self.k, self.temperature)  # (m, C)
+        acc = topk_hits(scores, val_y, top_k(num_classes))
         k1, k5 = top_k(num_classes)
         return {"top1": acc[k1], "top5": acc[k5]}
 
     def run(self, backbone: nn.Module, datamodule, fabric: L.Fabric, seed: int) -> dict[str, float]:
-        train_x, train_y = clean_features(backbone, datamodule, "bank", fabric)
-        val_x, val_y = clean_features(backbone, datamodule, "val", fabric)
+        dtype, show = bank_dtype(fabric.device), self.show_progress
+        train_x, train_y = clean_features(backbone, datamodule, "bank", fabric, normalize=True, dtype=dtype, show_progress=show)
+        val_x, val_y = clean_features(backbone, datamodule, "val", fabric, show_progress=show)
+        self.bank_rows = len(train_y)  # this rank's shard
         metrics = self.evaluate_features(train_x, train_y, val_x, val_y, datamodule.num_classes)
-        return {**metrics, "train_images": len(train_y), "val_images": len(val_y)}
+        return {**metrics, "train_images": global_count(len(train_y), fabric.device),
+                "val_images": global_count(len(val_y), fabric.device)}

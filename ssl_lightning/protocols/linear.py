@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssl_lightning.callbacks.knn import progress
 from ssl_lightning.config import check
+from ssl_lightning.distributed import broadcast_, gather_uneven, world_size
 from ssl_lightning.optim import warmup_cosine
-from ssl_lightning.protocols.base import Protocol, accuracy, augmentation, check_positive, clean_features
+from ssl_lightning.protocols.base import Protocol, accuracy, augmentation, check_positive, clean_features, global_count
 
 EpochHook = Callable[[int, float, nn.Module], None]  # (epoch, mean train loss, head)
 
@@ -90,56 +92,78 @@ class LinearProbe(Protocol):
     # -- cached features --------------------------------------------------------------------------------
 
     def fit_features(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int = 0,
-                     on_epoch: EpochHook | None = None) -> nn.Sequential:
-        """Train the head on fixed features ``x`` (N, D) with labels ``y`` (N,); returns it in eval mode."""
+                     on_epoch: EpochHook | None = None, index: torch.Tensor | None = None) -> nn.Sequential:
+        """Train the head on fixed features ``x`` (n, D) with labels ``y`` (n,); returns it in eval mode.
+
+        Sharded: on several ranks each holds its rows only, ``index`` (n,) giving each row's index in the
+        split. The head then takes exactly the steps one process holding all N rows would take: the same
+        seeded permutation of the N rows on every rank, each rank's loss summed over its rows of the batch and
+        divided by the batch size, the gradients summed over ranks (the BN statistics and L-BFGS's loss too)."""
         x, y = x.float(), y.long()
+        pos, n = _global_positions(index, len(y), x.device)  # (n,) each row's place among the N; N
         head = self.make_head(x.shape[1], num_classes).to(x.device)
+        for t in head.state_dict().values():  # the same initial head on every rank
+            broadcast_(t)
         if self.bn:  # exact standardisation with the training features' statistics, never updated
-            head[0].running_mean.copy_(x.mean(dim=0))
-            head[0].running_var.copy_(x.var(dim=0, unbiased=False))
+            mean = all_reduce_sum_(x.sum(dim=0)) / n
+            head[0].running_mean.copy_(mean)
+            head[0].running_var.copy_(all_reduce_sum_(((x - mean) ** 2).sum(dim=0)) / n)
         head.eval()  # the BN (if any) uses those fixed statistics; a Linear has no mode
         if self.optimizer == "lbfgs":
-            self._fit_lbfgs(head, x, y)
+            loss = self._fit_lbfgs(head, x, y, n)
             if on_epoch is not None:
-                on_epoch(0, F.cross_entropy(head(x), y).item(), head)
+                on_epoch(0, loss, head)
             return head
-        n = len(y)
         batch = min(self.batch_size, n)
         per_epoch = -(-n // batch)
         optimizer, scheduler = self.sgd(head, batch, self.epochs * per_epoch)
+        owner = torch.full((n,), -1, dtype=torch.long, device=x.device)
+        owner[pos] = torch.arange(len(pos), device=x.device)  # global position -> this rank's row, or -1
         g = torch.Generator().manual_seed(seed)
-        for epoch in range(self.epochs):
+        for epoch in progress(range(self.epochs), "linear probe epochs", self.show_progress):
             order = torch.randperm(n, generator=g).to(x.device)
-            total = 0.0
+            total = torch.zeros((), device=x.device)
             for idx in order.split(batch):
-                loss = F.cross_entropy(head(x[idx]), y[idx])
+                rows = owner[idx]
+                rows = rows[rows >= 0]  # this rank's rows of the global batch
+                loss_sum = F.cross_entropy(head(x[rows]), y[rows], reduction="sum")
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss_sum / len(idx)).backward()
+                _sum_grads(head)
                 optimizer.step()
                 scheduler.step()
-                total += loss.item() * len(idx)
+                total += loss_sum.detach()
             if on_epoch is not None:
-                on_epoch(epoch, total / n, head)
+                on_epoch(epoch, all_reduce_sum_(total).item() / n, head)
         return head
 
-    def _fit_lbfgs(self, head: nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> None:
+    def _fit_lbfgs(self, head: nn.Sequential, x: torch.Tensor, y: torch.Tensor, n: int) -> float:
+        """Full-batch L-BFGS over every rank's rows: the loss and gradients are sums over ranks, identical on
+        every rank, so every rank's L-BFGS takes the same steps. Returns the final training cross-entropy."""
         linear = head[-1]
         optimizer = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=self.lbfgs_max_iter, history_size=20,
                                       tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+        penalty_share = 0.5 * self.lbfgs_weight_decay / world_size()  # the ranks' shares sum to the penalty
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(head(x), y) + 0.5 * self.lbfgs_weight_decay * linear.weight.pow(2).sum()
+            loss = F.cross_entropy(head(x), y, reduction="sum") / n + penalty_share * linear.weight.pow(2).sum()
             loss.backward()
-            return loss
+            _sum_grads(head)
+            return all_reduce_sum_(loss.detach())
 
         optimizer.step(closure)
+        with torch.no_grad():
+            return all_reduce_sum_(F.cross_entropy(head(x), y, reduction="sum")).item() / n
 
     # -- protocol ---------------------------------------------------------------------------------------
 
     def run(self, backbone: nn.Module, datamodule, fabric: L.Fabric, seed: int) -> dict[str, float]:
+        """Features stay sharded: each rank holds its N / world size rows of the training and validation
+        features (no copy of the whole set per rank); accuracies are reduced over ranks."""
         num_classes = datamodule.num_classes
-        val_x, val_y = clean_features(backbone, datamodule, "val", fabric)  # the backbone is frozen: once
+        show = self.show_progress
+        val_x, val_y = clean_features(backbone, datamodule, "val", fabric, show_progress=show)  # frozen backbone: once
 
         def on_epoch(epoch: int, loss: float, head: nn.Module) -> None:
             metrics = {"linear/train_loss": loss}
@@ -151,15 +175,16 @@ class LinearProbe(Protocol):
             fabric.log_dict(metrics, step=epoch + 1)
 
         if self.features == "cached":
-            train_x, train_y = clean_features(backbone, datamodule, "bank", fabric)
-            head = self.fit_features(train_x, train_y, num_classes, seed, on_epoch)
-            num_train = len(train_y)
+            train_x, train_y, index = clean_features(backbone, datamodule, "bank", fabric, show_progress=show, with_index=True)
+            self.train_rows = len(train_y)  # this rank's shard
+            head = self.fit_features(train_x, train_y, num_classes, seed, on_epoch, index=index)
+            num_train = global_count(len(train_y), fabric.device)
         else:
             head, num_train = self._fit_augmented(backbone, datamodule, fabric, on_epoch)
         head.eval()
         with torch.no_grad():
             metrics = accuracy(head(val_x.float()), val_y, num_classes)
-        return {**metrics, "train_images": num_train, "val_images": len(val_y)}
+        return {**metrics, "train_images": num_train, "val_images": global_count(len(val_y), fabric.device)}
 
     def _fit_augmented(self, backbone: nn.Module, datamodule, fabric: L.Fabric, on_epoch: EpochHook) -> tuple[nn.Module, int]:
         loader = datamodule.supervised_dataloader(augmentation(datamodule, self.crop_scale, self.hflip_prob), self.batch_size)
@@ -167,7 +192,7 @@ class LinearProbe(Protocol):
         optimizer, scheduler = self.sgd(head, self.batch_size * fabric.world_size, self.epochs * len(loader))
         head, optimizer = fabric.setup(head, optimizer)
         backbone.eval()
-        for epoch in range(self.epochs):
+        for epoch in progress(range(self.epochs), "linear probe epochs", self.show_progress):
             loader.sampler.set_epoch(epoch)
             head.train()
             total, count = 0.0, 0
@@ -183,3 +208,30 @@ class LinearProbe(Protocol):
                 total, count = total + loss.item() * len(y), count + len(y)
             on_epoch(epoch, total / max(count, 1), head)
         return head, len(loader.dataset)
+
+
+def _global_positions(index: torch.Tensor | None, n: int, device: torch.device) -> tuple[torch.Tensor, int]:
+    """Each local row's position (n,) among all ranks' rows sorted by split index, and their number N. Without a
+    process group the rows are all of them, in order."""
+    if world_size() == 1:
+        return torch.arange(n, device=device), n
+    if index is None:
+        raise ValueError("fit_features on several ranks needs each row's split index (index=...)")
+    everyone = gather_uneven(index).sort().values  # (N,) the split indices of every rank's rows
+    return torch.searchsorted(everyone, index), everyone.numel()
+
+
+def all_reduce_sum_(t: torch.Tensor) -> torch.Tensor:
+    if world_size() > 1:
+        torch.distributed.all_reduce(t)
+    return t
+
+
+def _sum_grads(head: nn.Module) -> None:
+    """Sum the head's gradients over ranks (one collective: the head is small)."""
+    if world_size() == 1:
+        return
+    grads = [p.grad for p in head.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    torch._foreach_copy_(grads, [f.view_as(g) for f, g in zip(flat.split([g.numel() for g in grads]), grads)])
