@@ -4,7 +4,7 @@ from ssl_lightning.callbacks.collapse import CollapseMonitor, normalized_std, ra
 from ssl_lightning.callbacks.embedding_projector import EmbeddingProjector
 from ssl_lightning.callbacks.knn import KNNEval, knn_predict
 from ssl_lightning.callbacks.linear_probe import OnlineLinearProbe
-from ssl_lightning.callbacks.momentum import MomentumUpdate, cosine_tau, ema_update_, frozen_copy
+from ssl_lightning.callbacks.momentum import MomentumUpdate, cosine_tau, ema_update_, frozen_copy, linear_tau
 from ssl_lightning.callbacks.nonfinite import NonFiniteLoss, NonFiniteLossError
 from ssl_lightning.callbacks.preemption import Preemption
 from ssl_lightning.callbacks.queue import QueueUpdate, ring_enqueue_
@@ -34,6 +34,7 @@ __all__ = [
     "ema_update_",
     "frozen_copy",
     "knn_predict",
+    "linear_tau",
     "normalized_std",
     "rankme",
     "ring_enqueue_",

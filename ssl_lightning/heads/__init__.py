@@ -1,6 +1,7 @@
 """Projectors, predictors, decoders and other heads."""
 
+from ssl_lightning.heads.ijepa_predictor import IJEPAPredictor
 from ssl_lightning.heads.mae_decoder import MAEDecoder
 from ssl_lightning.heads.mlp import MLP
 
-__all__ = ["MAEDecoder", "MLP"]
+__all__ = ["IJEPAPredictor", "MAEDecoder", "MLP"]

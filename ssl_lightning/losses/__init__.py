@@ -3,6 +3,7 @@
 from ssl_lightning.losses.barlow_twins import barlow_twins_loss
 from ssl_lightning.losses.beit import beit_loss
 from ssl_lightning.losses.byol import byol_loss
+from ssl_lightning.losses.ijepa import block_targets, ijepa_loss
 from ssl_lightning.losses.lm import lm_loss
 from ssl_lightning.losses.mae import mae_loss
 from ssl_lightning.losses.moco import moco_loss, moco_v3_loss
@@ -14,7 +15,9 @@ from ssl_lightning.losses.vicreg import vicreg_loss
 __all__ = [
     "barlow_twins_loss",
     "beit_loss",
+    "block_targets",
     "byol_loss",
+    "ijepa_loss",
     "lm_loss",
     "mae_loss",
     "moco_loss",

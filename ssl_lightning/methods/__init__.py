@@ -5,6 +5,7 @@ from ssl_lightning.methods.base import SSLMethod
 from ssl_lightning.methods.beit import BEiT
 from ssl_lightning.methods.byol import BYOL
 from ssl_lightning.methods.clm import CLM
+from ssl_lightning.methods.ijepa import IJEPA
 from ssl_lightning.methods.jigsaw import Jigsaw
 from ssl_lightning.methods.mae import MAE
 from ssl_lightning.methods.mlm import MLM
@@ -21,6 +22,7 @@ __all__ = [
     "BYOL",
     "BarlowTwins",
     "CLM",
+    "IJEPA",
     "Jigsaw",
     "MAE",
     "MLM",

@@ -9,6 +9,7 @@ from ssl_lightning.transforms.masking import (
     mask_to_ids,
     random_masking,
 )
+from ssl_lightning.transforms.multiblock import MultiBlockMasking, MultiBlockTransform
 from ssl_lightning.transforms.permutations import hamming_permutations, min_hamming_distance
 from ssl_lightning.transforms.rotation import rotate_batch
 from ssl_lightning.transforms.views import MultiViewTransform, ViewSpec, eval_transform, view_pipeline
@@ -17,6 +18,8 @@ __all__ = [
     "BlockwiseMasking",
     "JigsawTransform",
     "MaskedImageTransform",
+    "MultiBlockMasking",
+    "MultiBlockTransform",
     "MultiViewTransform",
     "RandomMasking",
     "ViewSpec",
