@@ -30,10 +30,11 @@ class IJEPA(SSLMethod):
     ``((images (B, 3, H, W), context_ids (B, Nc), target_ids (B, M, Nt)), labels)``.
 
     Features: ``forward`` (kNN, validation, offline evaluation) is the context encoder's mean-pooled output on
-    the full image; ``training_step`` returns as ``h`` (the online linear probe's training features) the
-    mean of the context encoder's output on the context block (free: no second forward) and as ``z`` (the
-    collapse monitor) the target encoder's mean-pooled output on the full image. The paper evaluates the
-    target encoder (Appendix B); the two are close late in training.
+    the full image; ``training_step`` returns the same as ``h`` (the online linear probe's training features),
+    from an extra no-grad forward of the full image (``probe_full_image=false`` returns instead the mean of
+    the context-block encoding, which is free but a different input distribution from the full validation
+    images), and as ``z`` (the collapse monitor) the target encoder's mean-pooled output on the full image.
+    The paper evaluates the target encoder (Appendix B); the two are close late in training.
 
     Deviations: our ViT prepends a [CLS] token, which the encoders carry (as an extra token the predictor
     does not see) and pooling ignores (``backbone.global_pool=mean`` is required); the encoder keeps our
@@ -46,6 +47,7 @@ class IJEPA(SSLMethod):
         loss: ``"smooth_l1"`` (official code) or ``"l2"`` (paper's Eq. 1), see :func:`~ssl_lightning.losses.ijepa_loss`.
         base_tau, final_tau, tau_schedule: EMA momentum of the target encoder (0.996 -> 1.0, ``linear``).
         weight_decay_end: weight decay at the last step; it starts at ``optimizer.weight_decay`` (0.04 -> 0.4).
+        probe_full_image: ``h`` from the context encoder on the full image (one more forward, no gradient).
     """
 
     num_views = 1
@@ -54,7 +56,7 @@ class IJEPA(SSLMethod):
     def __init__(self, backbone, optimizer, scheduler=None, predictor_dim: int = 384, predictor_depth: int = 12,
                  predictor_num_heads: int | None = None, loss: str = "smooth_l1", base_tau: float = 0.996,
                  final_tau: float = 1.0, tau_schedule: str = "linear", weight_decay_end: float = 0.4,
-                 lr_scaling: str = "linear", compile: bool = False, sync_batchnorm: bool = False):
+                 probe_full_image: bool = True, lr_scaling: str = "linear", compile: bool = False, sync_batchnorm: bool = False):
         super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile, sync_batchnorm=sync_batchnorm)
         check(isinstance(backbone, VisionTransformer), "backbone", type(backbone).__name__,
               "a ViT (e.g. backbone=vit_tiny_p2_mean): I-JEPA's encoders run on the patches of its mask blocks")
@@ -62,7 +64,8 @@ class IJEPA(SSLMethod):
               "'mean' for I-JEPA: no loss trains the [CLS] output, so features are the mean of the patch tokens")
         check(loss in IJEPA_LOSSES, "method.loss", loss, f"one of {', '.join(IJEPA_LOSSES)}")
         heads = predictor_num_heads if predictor_num_heads is not None else len_heads(backbone)
-        self.loss_kind = loss
+        check(isinstance(probe_full_image, bool), "method.probe_full_image", probe_full_image, "true or false")
+        self.loss_kind, self.probe_full_image = loss, probe_full_image
         self.predictor = IJEPAPredictor(backbone.grid_size, backbone.embed_dim, predictor_dim, predictor_depth, heads)
         self.target_backbone = frozen_copy(backbone).eval()
         self.momentum_update = MomentumUpdate(base_tau, final_tau, schedule=tau_schedule)  # validates before training
@@ -97,7 +100,12 @@ class IJEPA(SSLMethod):
         # shapes are host-side ints: logging them reads nothing back from the device
         self.log("train/context_patches", float(context_ids.shape[1]), on_step=True, on_epoch=False)
         self.log("train/target_patches", float(target_ids.shape[2]), on_step=True, on_epoch=False)
-        return {"loss": loss, "h": self.backbone.pool(latent).detach(), "z": tokens.mean(dim=1)}
+        if self.probe_full_image:
+            with torch.no_grad():
+                h = self.backbone(images)  # (B, D): what kNN and validation see
+        else:
+            h = self.backbone.pool(latent).detach()
+        return {"loss": loss, "h": h, "z": tokens.mean(dim=1)}
 
 
 def len_heads(backbone: VisionTransformer) -> int:

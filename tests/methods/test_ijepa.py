@@ -47,7 +47,8 @@ def test_training_step_encodes_the_context_only_and_matches_a_hand_written_forwa
     model.log_lr = lambda: None
     with torch.random.fork_rng():
         out = model.training_step(batch, 0)
-    assert seen == [(images.shape[0], 1 + context_ids.shape[1], 32)]  # [CLS] + context patches
+    # the trained forward sees [CLS] + the context patches; the probe's no-grad forward the full image
+    assert seen == [(images.shape[0], 1 + context_ids.shape[1], 32), (images.shape[0], 1 + 64, 32)]
     # by hand: target encoder on the full image, layer norm, gather; predictor on the context encoding
     with torch.no_grad():
         tokens = model.target_backbone.forward_tokens(images)[:, 1:]
@@ -58,6 +59,10 @@ def test_training_step_encodes_the_context_only_and_matches_a_hand_written_forwa
     assert out["loss"].item() == pytest.approx(ijepa_loss(pred, target).item(), rel=1e-5)
     assert out["h"].shape == out["z"].shape == (images.shape[0], 32) and not out["h"].requires_grad
     torch.testing.assert_close(out["z"], tokens.mean(1))
+    with torch.no_grad():
+        torch.testing.assert_close(out["h"], model(images))  # the context encoder on the full image, as kNN sees
+    model.probe_full_image = False
+    torch.testing.assert_close(model.training_step(batch, 0)["h"], context.mean(1))
     # the target encoder takes no gradient; the context encoder and the predictor do
     out["loss"].backward()
     assert all(p.grad is None for p in model.target_backbone.parameters())
