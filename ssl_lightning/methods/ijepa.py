@@ -63,7 +63,7 @@ class IJEPA(SSLMethod):
         check(backbone.global_pool == "mean", "backbone.global_pool", backbone.global_pool,
               "'mean' for I-JEPA: no loss trains the [CLS] output, so features are the mean of the patch tokens")
         check(loss in IJEPA_LOSSES, "method.loss", loss, f"one of {', '.join(IJEPA_LOSSES)}")
-        heads = predictor_num_heads if predictor_num_heads is not None else len_heads(backbone)
+        heads = predictor_num_heads if predictor_num_heads is not None else encoder_heads(backbone)
         check(isinstance(probe_full_image, bool), "method.probe_full_image", probe_full_image, "true or false")
         self.loss_kind, self.probe_full_image = loss, probe_full_image
         self.predictor = IJEPAPredictor(backbone.grid_size, backbone.embed_dim, predictor_dim, predictor_depth, heads)
@@ -108,6 +108,6 @@ class IJEPA(SSLMethod):
         return {"loss": loss, "h": h, "z": tokens.mean(dim=1)}
 
 
-def len_heads(backbone: VisionTransformer) -> int:
+def encoder_heads(backbone: VisionTransformer) -> int:
     """The encoder's number of attention heads (the official predictor uses the encoder's)."""
     return backbone.blocks[0].attn.num_heads
