@@ -96,13 +96,17 @@ def warmup_cosine(
     warmup_epochs: float = 10.0,
     final_lr_ratio: float = 0.0,
     warmup_steps: int | None = None,
+    start_lr_ratio: float = 0.0,
 ) -> LambdaLR:
     """Per-step linear warmup from 0 to the base LR over ``warmup_epochs``, then cosine decay to
     ``final_lr_ratio * base LR`` at ``total_steps`` (Loshchilov & Hutter, 2017; Goyal et al., 2017).
 
     ``warmup_steps``, when given, counts the warmup in optimizer steps instead of epochs (language models).
+    ``start_lr_ratio`` starts the warmup from that fraction of the base LR instead of 0 (I-JEPA: 2e-4 -> 1e-3,
+    facebookresearch/ijepa ``src/utils/schedulers.py`` ``WarmupCosineSchedule``).
     Parameter groups with ``fixed_lr=True`` keep their LR (SimSiam's predictor).
     """
+    check(0 <= start_lr_ratio <= 1, "method.scheduler.start_lr_ratio", start_lr_ratio, "a fraction in [0, 1]")
     warmup = warmup_steps if warmup_steps is not None else int(round(warmup_epochs * steps_per_epoch))
     if warmup > total_steps:
         rank_zero_warn(f"this run ({total_steps} optimizer steps) is shorter than its warm-up ({warmup} steps): the "
@@ -111,7 +115,7 @@ def warmup_cosine(
 
     def factor(step: int) -> float:
         if step < warmup:
-            return (step + 1) / warmup
+            return start_lr_ratio + (1 - start_lr_ratio) * (step + 1) / warmup
         progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
         return final_lr_ratio + (1 - final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 

@@ -63,6 +63,21 @@ def test_warmup_then_cosine_values():
     assert all(a >= b for a, b in zip(lrs[5:], lrs[6:]))
 
 
+def test_warmup_from_a_start_ratio_as_ijepa():
+    """facebookresearch/ijepa WarmupCosineSchedule: start_lr + (k + 1)/W (ref_lr - start_lr) during warmup, then cosine
+    to the final LR (here 2e-4 -> 1e-3 over 4 steps, then to 1e-6)."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched = warmup_cosine(opt, total_steps=12, steps_per_epoch=4, warmup_epochs=1, final_lr_ratio=1e-3, start_lr_ratio=0.2)
+    lrs = []
+    for _ in range(13):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:4] == pytest.approx([2e-4 + (k + 1) / 4 * 8e-4 for k in range(4)])
+    assert lrs[4] == pytest.approx(1e-3) and lrs[12] == pytest.approx(1e-6)
+    assert lrs[8] == pytest.approx(1e-6 + (1e-3 - 1e-6) * 0.5)
+
+
 def test_fixed_lr_groups_keep_their_lr():
     a, b = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([{"params": [a]}, {"params": [b], "fixed_lr": True}], lr=0.5)

@@ -5,7 +5,7 @@ from ssl_lightning.callbacks.dino import CenterUpdate, FreezeLastLayer, teacher_
 from ssl_lightning.callbacks.embedding_projector import EmbeddingProjector
 from ssl_lightning.callbacks.knn import KNNEval, knn_predict
 from ssl_lightning.callbacks.linear_probe import OnlineLinearProbe
-from ssl_lightning.callbacks.momentum import MomentumUpdate, cosine_tau, ema_update_, frozen_copy
+from ssl_lightning.callbacks.momentum import MomentumUpdate, cosine_tau, ema_update_, frozen_copy, linear_tau
 from ssl_lightning.callbacks.nonfinite import NonFiniteLoss, NonFiniteLossError
 from ssl_lightning.callbacks.preemption import Preemption
 from ssl_lightning.callbacks.progress import ProgressBar
@@ -39,6 +39,7 @@ __all__ = [
     "ema_update_",
     "frozen_copy",
     "knn_predict",
+    "linear_tau",
     "normalized_std",
     "rankme",
     "teacher_temperature",

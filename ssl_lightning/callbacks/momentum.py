@@ -19,6 +19,16 @@ def cosine_tau(step: int, total_steps: int, base_tau: float, final_tau: float) -
     return final_tau - (final_tau - base_tau) * (math.cos(math.pi * progress) + 1) / 2
 
 
+def linear_tau(step: int, total_steps: int, base_tau: float, final_tau: float) -> float:
+    """I-JEPA's schedule (facebookresearch/ijepa, ``src/train.py``: ``momentum_scheduler``): tau rises linearly,
+    ``base + (final - base) k / K``."""
+    progress = min(1.0, step / max(1, total_steps))
+    return base_tau + (final_tau - base_tau) * progress
+
+
+TAU_SCHEDULES = {"cosine": cosine_tau, "linear": linear_tau}
+
+
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A teacher: a copy of ``module`` that takes no gradients (moved by the EMA update only)."""
     return copy.deepcopy(module).requires_grad_(False)
@@ -41,12 +51,14 @@ class MomentumUpdate(AfterOptimizerStep):
     Args:
         base_tau: tau at the first step, in [0, 1].
         final_tau: tau at the last step (BYOL: 1.0); equal to ``base_tau`` for a constant momentum (MoCo).
+        schedule: ``"cosine"`` (BYOL, :func:`cosine_tau`) or ``"linear"`` (I-JEPA, :func:`linear_tau`).
     """
 
-    def __init__(self, base_tau: float = 0.996, final_tau: float = 1.0):
+    def __init__(self, base_tau: float = 0.996, final_tau: float = 1.0, schedule: str = "cosine"):
         check(0.0 <= base_tau <= 1.0, "method.base_tau", base_tau, "a momentum in [0, 1]")
         check(0.0 <= final_tau <= 1.0, "method.final_tau", final_tau, "a momentum in [0, 1]")
-        self.base_tau, self.final_tau = base_tau, final_tau
+        check(schedule in TAU_SCHEDULES, "method.tau_schedule", schedule, f"one of {', '.join(TAU_SCHEDULES)}")
+        self.base_tau, self.final_tau, self.schedule = base_tau, final_tau, schedule
         self._teacher: list[torch.Tensor] = []
         self._student: list[torch.Tensor] = []
 
@@ -61,7 +73,7 @@ class MomentumUpdate(AfterOptimizerStep):
             self._teacher += t_params
 
     def tau(self, step: int, total_steps: int) -> float:
-        return cosine_tau(step, total_steps, self.base_tau, self.final_tau)
+        return TAU_SCHEDULES[self.schedule](step, total_steps, self.base_tau, self.final_tau)
 
     def optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         tau = self.tau(trainer.global_step - 1, int(trainer.estimated_stepping_batches))

@@ -214,7 +214,8 @@ class ImageDataModule(TrainPosition, L.LightningDataModule):
         dataset = TransformedDataset(self.split("train"), self.train_transform)
         sampler = ShardedSampler(len(dataset), shuffle=True, seed=self.seed, drop_last=True, with_seed=True)
         sampler = self.positioned(sampler, self.batch_size)  # a resumed run: where the interrupted one stopped
-        collate = CollateViews(self.device_views) if self.augments_in_workers() else None
+        # a transform with a ``collate`` method makes per-batch data there (I-JEPA's multi-block masks)
+        collate = CollateViews(self.device_views) if self.augments_in_workers() else getattr(self.train_transform, "collate", None)
         return self._loader(dataset, sampler, self.batch_size, drop_last=True, collate_fn=collate)
 
     def eval_dataloader(self, split: str) -> DataLoader:

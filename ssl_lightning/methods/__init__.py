@@ -7,6 +7,7 @@ from ssl_lightning.methods.byol import BYOL
 from ssl_lightning.methods.clm import CLM
 from ssl_lightning.methods.dino import DINO
 from ssl_lightning.methods.ibot import IBOT
+from ssl_lightning.methods.ijepa import IJEPA
 from ssl_lightning.methods.jigsaw import Jigsaw
 from ssl_lightning.methods.mae import MAE
 from ssl_lightning.methods.mlm import MLM
@@ -25,6 +26,7 @@ __all__ = [
     "CLM",
     "DINO",
     "IBOT",
+    "IJEPA",
     "Jigsaw",
     "MAE",
     "MLM",

@@ -11,6 +11,7 @@ from ssl_lightning.transforms.masking import (
     mask_to_ids,
     random_masking,
 )
+from ssl_lightning.transforms.multiblock import MultiBlockMasking, MultiBlockTransform
 from ssl_lightning.transforms.permutations import hamming_permutations, min_hamming_distance
 from ssl_lightning.transforms.rotation import rotate_batch
 from ssl_lightning.transforms.views import MultiViewTransform, ViewSpec, eval_transform, view_pipeline
@@ -20,6 +21,8 @@ __all__ = [
     "JigsawTransform",
     "MaskedImageTransform",
     "MaskedMultiViewTransform",
+    "MultiBlockMasking",
+    "MultiBlockTransform",
     "MultiViewTransform",
     "RandomMasking",
     "RandomRatioBlockwiseMasking",

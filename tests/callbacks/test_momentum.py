@@ -51,3 +51,19 @@ def test_no_update_on_gradient_accumulation_micro_steps(make_cfg, monkeypatch):
     assert len(calls) == 2
     # tau follows the schedule over the 2 optimizer steps (steps 0 and 1 of K = 2)
     assert calls == [pytest.approx(0.9), pytest.approx(cosine_tau(1, 2, 0.9, 1.0))]
+
+
+def test_linear_schedule_is_ijepas():
+    """facebookresearch/ijepa src/train.py: m_i = ema0 + i (ema1 - ema0) / (ipe x epochs)."""
+    from ssl_lightning.callbacks import linear_tau
+
+    assert [linear_tau(k, 4, 0.996, 1.0) for k in range(5)] == pytest.approx([0.996, 0.997, 0.998, 0.999, 1.0])
+    assert linear_tau(9, 4, 0.996, 1.0) == 1.0
+    update = MomentumUpdate(0.996, 1.0, schedule="linear")
+    assert update.tau(1, 4) == pytest.approx(0.997)
+    assert MomentumUpdate(0.996, 1.0).tau(1, 4) == pytest.approx(cosine_tau(1, 4, 0.996, 1.0))  # cosine stays the default
+
+
+def test_unknown_tau_schedule_is_rejected():
+    with pytest.raises(ValueError, match="method.tau_schedule='exp' is not allowed: one of cosine, linear"):
+        MomentumUpdate(schedule="exp")

@@ -30,6 +30,8 @@ SMALL_HEADS = {
             "method.decoder_depth=1", "method.decoder_num_heads=2"],
     "beit": ["backbone.depth=2", "backbone.embed_dim=32", "backbone.num_heads=2", "method.vocab_size=32",
              "method.tokenizer_fit_iters=5"],
+    "ijepa": ["backbone.depth=2", "backbone.embed_dim=32", "backbone.num_heads=2", "method.predictor_dim=16",
+              "method.predictor_depth=1"],
     "jigsaw": ["method.tile_dim=32", "method.hidden_dim=64"],
     "rotation": ["data.image_size=8"],  # every image is seen in 4 rotations: keep the step small
     "dino": ["+backbone.depth=2", "+backbone.embed_dim=32", "+backbone.num_heads=2", "method.out_dim=64",
