@@ -95,18 +95,25 @@ def warmup_cosine(
     warmup_epochs: float = 10.0,
     final_lr_ratio: float = 0.0,
     warmup_steps: int | None = None,
+    start_lr_ratio: float = 0.0,
 ) -> LambdaLR:
-    """Per-step linear warmup from 0 to the base LR over ``warmup_epochs``, then cosine decay to
+    """Per-step linear warmup to the base LR over ``warmup_epochs``, then cosine decay to
     ``final_lr_ratio * base LR`` at ``total_steps`` (Loshchilov & Hutter, 2017; Goyal et al., 2017).
+
+    The warmup starts at ``start_lr_ratio * base LR`` (0: the first step's LR is base / warmup steps; SwAV's
+    scripts start at 0.3 of 4.8, ``np.linspace(start_warmup, base_lr, n)``: 0.0625).
 
     ``warmup_steps``, when given, counts the warmup in optimizer steps instead of epochs (language models).
     Parameter groups with ``fixed_lr=True`` keep their LR (SimSiam's predictor).
     """
     warmup = warmup_steps if warmup_steps is not None else int(round(warmup_epochs * steps_per_epoch))
     warmup = min(warmup, total_steps)
+    check(0 <= start_lr_ratio <= 1, "method.scheduler.start_lr_ratio", start_lr_ratio, "a fraction in [0, 1]")
 
     def factor(step: int) -> float:
         if step < warmup:
+            if start_lr_ratio:
+                return start_lr_ratio + (1 - start_lr_ratio) * step / max(1, warmup - 1)  # linspace(start, 1, warmup)
             return (step + 1) / warmup
         progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
         return final_lr_ratio + (1 - final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))

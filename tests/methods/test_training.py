@@ -33,6 +33,7 @@ SMALL_HEADS = {
     "jigsaw": ["method.tile_dim=32", "method.hidden_dim=64"],
     "rotation": ["data.image_size=8"],  # every image is seen in 4 rotations: keep the step small
 }
+SMALL_HEADS.update({m: SMALL_HEADS["byol"] for m in IMAGE_METHODS if m.startswith("byol_")})  # per-schedule presets
 # Plain-SGD step size of the fixed-batch fit; VICReg's loss carries coefficients of 25, so its gradients are
 # ~25x larger and 0.05 overshoots into NaN.
 FIT_LR = {"vicreg": 0.01}
