@@ -120,3 +120,31 @@ def test_compare_formats_ours_against_the_reference():
     assert compare({**ref, "value": None, "source": "none: nobody published one"}, {"val/knn_top1": 50.0}) == \
         "val/knn_top1 50.0 (no published reference: none: nobody published one)"
     assert compare(None, {"val/knn_top1": 1.0}) is None
+
+
+def test_eval_protocol_reference_runs_the_references_protocol(tmp_path):
+    """``python -m ssl_lightning.eval protocol=reference``: the protocol comes from the checkpoint's run config."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from ssl_lightning.config import find_config_error
+
+    def checkpoint(reference) -> str:
+        path = tmp_path / f"{len(list(tmp_path.iterdir()))}.ckpt"
+        torch.save({"state_dict": {}, "ssl_lightning": {"config": {"reference": reference}, "method": "BYOL"}}, path)
+        return str(path)
+
+    knn = {"metric": "val/knn_top1", "value": 86.9, "protocol": {"eval": "knn", "k": 20, "eval_epochs": None}}
+    linear = {"metric": "linear_top1", "value": 73.2, "protocol": {"eval": "linear", "k": None, "eval_epochs": 90}}
+    finetune = {"metric": "finetune_top1", "value": 83.6, "protocol": {"eval": "finetune", "k": None, "eval_epochs": None}}
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        make = lambda ckpt: instantiate(compose("eval", [f"ckpt={ckpt}", "protocol=reference"]).protocol)  # noqa: E731
+        protocol = make(checkpoint(knn))
+        assert (protocol.name, protocol.k) == ("knn", 20)
+        protocol = make(checkpoint(linear))
+        assert (protocol.name, protocol.epochs) == ("linear", 90)
+        protocol = make(checkpoint(finetune))
+        assert (protocol.name, protocol.epochs) == ("finetune", 100)
+        with pytest.raises(Exception) as error:
+            make(checkpoint(None))
+    assert "protocol=reference is not allowed" in str(find_config_error(error.value))
