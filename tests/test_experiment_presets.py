@@ -27,8 +27,8 @@ DEFAULT = {"swav_cifar10", "mae_cifar10", "barlow_twins_imagenet100", "mocov3_vi
 # schedule and every other setting stay the preset's)
 SHRINK = {
     "mae_cifar10": ["backbone.depth=2"], "beit_cifar10": ["backbone.depth=2", "method.vocab_size=16"],
-    "mae_imagenet": ["backbone.depth=2", "method.decoder_depth=1"],
-    "beit_imagenet": ["backbone.depth=2", "method.vocab_size=16"],
+    "mae_imagenet": ["+backbone.depth=2", "method.decoder_depth=1"],
+    "beit_imagenet": ["+backbone.depth=2", "method.vocab_size=16"],
     "mocov3_vit_imagenet": ["+backbone.depth=2"],
 }
 
@@ -92,12 +92,13 @@ def small_overrides(name: str, tmp_path: Path) -> list[str]:
     common = ["trainer.max_steps=2", "trainer.devices=1", "trainer.accelerator=cpu", "trainer.precision=32-true",
               "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "data.num_workers=0",
               "~callbacks.knn", "~callbacks.embedding_projector", "~callbacks.view_grid", *SHRINK.get(name, [])]
+    batch = 16 if name.startswith("moco_") else 8  # MoCo's one-device Shuffle-BN: 8 groups of at least 2 images
     if name.endswith("_cifar10"):
-        return common + ["data=synthetic", "data.image_size=32", "data.batch_size=8", "data.num_samples=16"]
+        return common + ["data=synthetic", "data.image_size=32", f"data.batch_size={batch}", f"data.num_samples={2 * batch}"]
     classes = class_list("imagenet100") + ["n99999999"] if name.endswith("_imagenet100") else ["a", "b", "c", "d"]
-    tree = image_tree(tmp_path / "imagenet", classes, 72, per_class=1 if len(classes) > 4 else 4)
+    tree = image_tree(tmp_path / "imagenet", classes, 72, per_class=1 if len(classes) > 4 else 8)
     extra = [] if name.endswith("_imagenet100") else ["data.num_classes=4"]
-    return common + [f"data.train_dir={tree}", f"data.val_dir={tree}", "data.image_size=64", "data.batch_size=8",
+    return common + [f"data.train_dir={tree}", f"data.val_dir={tree}", "data.image_size=64", f"data.batch_size={batch}",
                      "+data.eval_batch_size=64", *extra]
 
 
