@@ -19,7 +19,6 @@ it says there is nothing to run and exits 0. Sized to finish within 10 minutes o
 from __future__ import annotations
 
 import json
-import os
 import re
 import statistics
 import subprocess

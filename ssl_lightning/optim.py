@@ -97,13 +97,17 @@ def warmup_cosine(
     final_lr_ratio: float = 0.0,
     warmup_steps: int | None = None,
     start_lr_ratio: float = 0.0,
+    warmup_includes_start: bool = False,
 ) -> LambdaLR:
-    """Per-step linear warmup from 0 to the base LR over ``warmup_epochs``, then cosine decay to
+    """Per-step linear warmup to the base LR over ``warmup_epochs``, then cosine decay to
     ``final_lr_ratio * base LR`` at ``total_steps`` (Loshchilov & Hutter, 2017; Goyal et al., 2017).
 
+    The warmup climbs from ``start_lr_ratio * base LR``: step k of W has ``start + (k + 1) / W * (base - start)``
+    (start 0: base / W at the first step; I-JEPA: 2e-4 -> 1e-3, facebookresearch/ijepa ``src/utils/schedulers.py``
+    ``WarmupCosineSchedule``). ``warmup_includes_start`` makes it ``np.linspace(start, base, W)``, the first step at
+    the start LR, as SwAV's scripts do (``--start_warmup 0.3 --base_lr 4.8``: 0.0625).
+
     ``warmup_steps``, when given, counts the warmup in optimizer steps instead of epochs (language models).
-    ``start_lr_ratio`` starts the warmup from that fraction of the base LR instead of 0 (I-JEPA: 2e-4 -> 1e-3,
-    facebookresearch/ijepa ``src/utils/schedulers.py`` ``WarmupCosineSchedule``).
     Parameter groups with ``fixed_lr=True`` keep their LR (SimSiam's predictor).
     """
     check(0 <= start_lr_ratio <= 1, "method.scheduler.start_lr_ratio", start_lr_ratio, "a fraction in [0, 1]")
@@ -115,6 +119,8 @@ def warmup_cosine(
 
     def factor(step: int) -> float:
         if step < warmup:
+            if warmup_includes_start:  # np.linspace(start, base, warmup): the first step at the start LR
+                return start_lr_ratio + (1 - start_lr_ratio) * step / max(1, warmup - 1)
             return start_lr_ratio + (1 - start_lr_ratio) * (step + 1) / warmup
         progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
         return final_lr_ratio + (1 - final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))

@@ -34,6 +34,7 @@ from omegaconf import OmegaConf
 
 from ssl_lightning.config import ConfigError, exit_on_config_error
 from ssl_lightning.objective_plot import plot_objective, read_optuna
+from ssl_lightning.reference import summary_column
 from ssl_lightning.table import format_table
 
 OPTIONS = ("out", "sort", "metrics")
@@ -118,6 +119,8 @@ def summarize(paths: list[Path], out: Path | None = None, sort: str | None = Non
               metrics: list[str] | None = None) -> tuple[str, Path, list[dict[str, Any]]]:
     """Read every run under ``paths``; write the CSV; return (printed text, CSV path, rows)."""
     runs = [read_run(r) for p in paths for r in find_runs(p)]
+    for r in runs:  # the preset's published number next to ours (ssl_lightning.reference)
+        r["reference"] = summary_column(Path(r["path"]), r["metrics"])
     keys = list(dict.fromkeys(k for r in runs for k in r["overrides"]))
     varying = [k for k in keys if len({r["overrides"].get(k) for r in runs}) > 1]
     common = [f"{k}={runs[0]['overrides'][k]}" for k in keys if k not in varying]
@@ -145,7 +148,9 @@ def summarize(paths: list[Path], out: Path | None = None, sort: str | None = Non
         return {"run": r["run"], **{k: r["overrides"].get(k) for k in columns_overrides},
                 **{k: r["metrics"].get(k) for k in columns_metrics}, "status": r["status"]}
 
-    table = format_table([row(r, varying, shown) for r in runs], ["run", *varying, *shown, "status"])
+    reference = ["reference"] if any(r["reference"] for r in runs) else []
+    table = format_table([{**row(r, varying, shown), "reference": r["reference"]} for r in runs],
+                         ["run", *varying, *shown, "status", *reference])
     text = f"{len(runs)} runs" + (f"; common overrides: {' '.join(common)}" if common else "") + "\n" + table
 
     out = out or ((paths[0] if len(paths) == 1 and not is_run(paths[0]) else Path(".")) / "summary.csv")

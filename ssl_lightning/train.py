@@ -29,6 +29,7 @@ from ssl_lightning import cli, cluster, console, launch
 from ssl_lightning.callbacks.nonfinite import NonFiniteLossError
 from ssl_lightning.checkpoint import load_checkpoint
 from ssl_lightning.config import ConfigError, check, config_dir, exit_on_config_error, find_config_error
+from ssl_lightning.reference import log_reference
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -235,6 +236,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if knn is not None and knn.history:
         metrics["val/knn_top1_init"] = knn.history[0][1]
     log.debug("final metrics: %s", ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+    log_reference(cfg.get("reference"), metrics)  # the preset's published number next to ours
     if trainer.is_global_zero:  # what `python -m ssl_lightning.summarize` reads for a sweep's table
         summary = {"global_step": trainer.global_step, "epoch": trainer.current_epoch, "metrics": dict(sorted(metrics.items()))}
         (Path(cfg.paths.output_dir) / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -51,7 +51,7 @@ def test_every_backbone_instantiates_and_exposes_num_features(make_cfg, backbone
 @pytest.mark.parametrize("data", [d for d in options("data") if d not in ("text", "tinyshakespeare")])  # text: tests/data
 def test_every_data_config_instantiates_without_reading_data(make_cfg, data, tmp_path):
     # ImageFolder checks its directories exist at construction; empty ones are enough here.
-    extra = [f"data.train_dir={tmp_path}", f"data.val_dir={tmp_path}"] if data == "imagefolder" else []
+    extra = [f"data.train_dir={tmp_path}", f"data.val_dir={tmp_path}"] if data in ("imagefolder", "imagenet", "imagenet100") else []
     cfg = make_cfg(f"data={data}", *extra)
     dm = instantiate(cfg.data, train_transform=instantiate(cfg.augment))
     assert dm.batch_size >= 1 and len(dm.mean) == 3

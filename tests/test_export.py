@@ -34,7 +34,7 @@ def test_resnet_round_trip_into_plain_torchvision(pretrained_resnet, tmp_path, c
     # the documented usage: a plain torchvision ResNet-18 with the CIFAR stem the sidecar names
     meta = json.loads((tmp_path / "simclr_r18.pt.json").read_text())
     assert meta["backbone"] == {"_target_": "ssl_lightning.backbones.resnet", "name": "resnet18", "cifar_stem": True,
-                                "zero_init_residual": False, "channels_last": False}
+                                "zero_init_residual": True, "channels_last": False}  # SimCLR's recipe
     assert meta["method"] == "SimCLR" and meta["num_features"] == 512 and meta["modality"] == "image"
     assert meta["source"]["global_step"] == 4 and meta["source"]["checkpoint"] == str(ckpt.resolve())
     assert meta["preprocessing"] == {"image_size": 16, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}

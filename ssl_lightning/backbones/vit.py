@@ -9,6 +9,7 @@ between images and per-patch pixel vectors in the row-major patch order the ViT 
 
 from __future__ import annotations
 
+import math
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +77,18 @@ def unpatchify(patches: torch.Tensor, patch_size: int, height: int | None = None
     return x.permute(0, 5, 1, 3, 2, 4).reshape(B, channels, h * p, w * p)
 
 
+#: weight initialisations of the official codes (``VisionTransformer(init=...)``)
+VIT_INITS = ("mae", "mocov3", "beit")
+
+
+@torch.no_grad()
+def beit_trunc_normal_(tensor: torch.Tensor, std: float = 0.02) -> torch.Tensor:
+    """BEiT's ``trunc_normal_(t, std=std)``: N(0, std) truncated at +-std (its wrapper passes ``a=-std, b=std``;
+    timm's default cut is +-2), by the inverse CDF of a uniform on [Phi(-1), Phi(1)]."""
+    edge = math.erf(-1 / math.sqrt(2))  # 2 Phi(-1) - 1
+    return tensor.uniform_(edge, -edge).erfinv_().mul_(std * math.sqrt(2)).clamp_(-std, std)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention through ``F.scaled_dot_product_attention``; ``is_causal`` lets a token see only
     itself and earlier tokens (GPT), ``attn_mask`` (B, 1, 1, T) hides keys where False (padding)."""
@@ -135,6 +148,15 @@ class VisionTransformer(nn.Module):
         dynamic_img_size: accept any input of at least one patch (multi-crop: DINO's and iBOT's local crops);
             the grid is the patch convolution's, and the position embedding is resampled to it
             (:func:`resampled_sincos_pos_embed_2d`). ``False``: ``image_size`` only.
+        init: the weight initialisation of the official code the method comes from (:data:`VIT_INITS`):
+
+            - ``"mae"`` (facebookresearch/mae ``models_mae.py``): Xavier-uniform linears with zero bias, the patch
+              projection Xavier-uniform as a linear layer, [CLS] N(0, 0.02).
+            - ``"mocov3"`` (facebookresearch/moco-v3 ``vits.py``): as ``mae`` but q, k and v initialised as
+              three separate (D, D) Xavier-uniform matrices, [CLS] N(0, 1e-6), patch projection bias zero.
+            - ``"beit"`` (microsoft/unilm ``beit/modeling_pretrain.py``): linears, patch projection and [CLS]
+              truncated-normal(0.02) cut at +-0.02, zero biases, then each block's attention output and second
+              MLP projections divided by sqrt(2 x layer id), 1-based (``fix_init_weight``).
     """
 
     def __init__(
@@ -148,8 +170,10 @@ class VisionTransformer(nn.Module):
         drop_path: float = 0.0,
         global_pool: str = "cls",
         dynamic_img_size: bool = False,
+        init: str = "mae",
     ):
         super().__init__()
+        check(init in VIT_INITS, "backbone.init", init, f"one of {', '.join(VIT_INITS)}")
         check(patch_size > 0 and image_size % patch_size == 0, "backbone.patch_size", patch_size,
               f"a positive divisor of the image size {image_size}")
         check(embed_dim % num_heads == 0, "backbone.num_heads", num_heads, f"a divisor of embed_dim={embed_dim}")
@@ -167,20 +191,37 @@ class VisionTransformer(nn.Module):
         rates = torch.linspace(0, drop_path, depth).tolist()
         self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, r) for r in rates])
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
-        self._init_weights()
+        self._init_weights(init)
 
-    def _init_weights(self) -> None:
+    def _init_weights(self, init: str) -> None:
         w = self.patch_embed.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # as a linear layer (MAE)
-        nn.init.normal_(self.cls_token, std=0.02)
-        for m in self.modules():
+        if init == "beit":
+            beit_trunc_normal_(w)
+            beit_trunc_normal_(self.cls_token)
+        else:
+            nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # as a linear layer (MAE, MoCo v3)
+            nn.init.normal_(self.cls_token, std=1e-6 if init == "mocov3" else 0.02)
+        if init != "mae":
+            nn.init.zeros_(self.patch_embed.bias)
+        for name, m in self.named_modules():
             if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
+                if init == "beit":
+                    beit_trunc_normal_(m.weight)
+                elif init == "mocov3" and name.endswith("attn.qkv"):
+                    bound = (6.0 / (m.weight.shape[0] // 3 + m.weight.shape[1])) ** 0.5  # q, k, v as 3 matrices
+                    nn.init.uniform_(m.weight, -bound, bound)
+                else:
+                    nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if init == "beit":
+            with torch.no_grad():
+                for layer_id, block in enumerate(self.blocks, start=1):
+                    block.attn.proj.weight.div_((2.0 * layer_id) ** 0.5)
+                    block.mlp[2].weight.div_((2.0 * layer_id) ** 0.5)
 
     def patch_tokens(
         self, x: torch.Tensor, bool_masked_pos: torch.Tensor | None = None, mask_token: torch.Tensor | None = None
@@ -242,7 +283,8 @@ class VisionTransformer(nn.Module):
 
 
 def vit(size: str = "tiny", **kwargs) -> VisionTransformer:
-    """ViT presets by name; keyword arguments override the preset."""
+    """ViT presets by name; keyword arguments override the preset (``None`` values keep the preset's)."""
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
     presets = {
         "tiny": dict(embed_dim=192, depth=12, num_heads=3),
         "small": dict(embed_dim=384, depth=12, num_heads=6),
@@ -253,4 +295,5 @@ def vit(size: str = "tiny", **kwargs) -> VisionTransformer:
     return VisionTransformer(**{**presets[size], **kwargs})
 
 
-__all__ = ["VisionTransformer", "patchify", "resampled_sincos_pos_embed_2d", "sincos_pos_embed_2d", "unpatchify", "vit"]
+__all__ = ["VIT_INITS", "VisionTransformer", "beit_trunc_normal_", "patchify", "resampled_sincos_pos_embed_2d",
+           "sincos_pos_embed_2d", "unpatchify", "vit"]

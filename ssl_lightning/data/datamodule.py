@@ -82,6 +82,11 @@ class ImageDataModule(TrainPosition, L.LightningDataModule):
         label_fraction: in (0, 1]; below 1 the ``bank`` split (the labelled training images that kNN,
             linear probes and fine-tuning learn from) is a fixed, seeded, class-balanced subset of that
             fraction (:func:`datasets.stratified_subset` with ``seed``); pretraining images are unaffected.
+        eval_crop_ratio: evaluation images are resized to ``image_size / eval_crop_ratio`` and centre-cropped;
+            ``None`` follows the image size (224/256 from 128 px on, as every official ImageNet evaluation;
+            1 below). See :func:`~ssl_lightning.transforms.eval_transform`.
+        eval_interpolation: ``bilinear`` or ``bicubic`` resize of evaluation images (the method's recipe
+            selects bicubic where its official evaluation uses it: Barlow Twins, VICReg, MAE, BEiT).
     """
 
     def __init__(
@@ -100,6 +105,8 @@ class ImageDataModule(TrainPosition, L.LightningDataModule):
         pin_memory: bool = True,
         label_fraction: float = 1.0,
         gpu_augment: bool = False,
+        eval_crop_ratio: float | None = None,
+        eval_interpolation: str = "bilinear",
     ):
         super().__init__()
         check(isinstance(batch_size, int) and batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
@@ -111,7 +118,9 @@ class ImageDataModule(TrainPosition, L.LightningDataModule):
         self.batch_size, self.num_workers, self.image_size = batch_size, num_workers, image_size
         self.mean, self.std, self.num_classes, self.small_images = list(mean), list(std), num_classes, small_images
         self.augment = dict(augment or {})
-        self.train_transform = train_transform or eval_transform(image_size, self.mean, self.std)
+        self.eval_crop_ratio, self.eval_interpolation = eval_crop_ratio, eval_interpolation
+        self.evaluation_transform()  # checks both settings now, before training
+        self.train_transform = train_transform or self.evaluation_transform()
         self.device_views = None
         if gpu_augment:  # crops on the CPU, the rest of the view pipeline batched on the training device
             from ssl_lightning.transforms.batched import CropViews, DeviceViews
@@ -128,6 +137,11 @@ class ImageDataModule(TrainPosition, L.LightningDataModule):
 
     def build_split(self, split: str) -> Dataset:
         raise NotImplementedError
+
+    def evaluation_transform(self) -> Callable:
+        """The clean view of evaluation images: resize, centre crop, normalise (``eval_crop_ratio``,
+        ``eval_interpolation``)."""
+        return eval_transform(self.image_size, self.mean, self.std, self.eval_crop_ratio, self.eval_interpolation)
 
     def separate_bank(self) -> bool:
         """Whether the kNN bank differs from the pretraining split (STL-10: labelled train vs train+unlabeled)."""
@@ -220,7 +234,7 @@ class ImageDataModule(TrainPosition, L.LightningDataModule):
 
     def eval_dataloader(self, split: str) -> DataLoader:
         """Clean, labelled, sharded (not padded) loader of ``bank`` or ``val``."""
-        dataset = TransformedDataset(self.split(split), eval_transform(self.image_size, self.mean, self.std))
+        dataset = TransformedDataset(self.split(split), self.evaluation_transform())
         return DataLoader(
             dataset,
             batch_size=self.eval_batch_size,
@@ -282,11 +296,19 @@ class TorchvisionDataModule(ImageDataModule):
 
 
 class ImageFolderDataModule(ImageDataModule):
-    """Any ImageFolder tree: ``train_dir/<class>/<image>`` and ``val_dir/<class>/<image>``."""
+    """Any ImageFolder tree: ``train_dir/<class>/<image>`` and ``val_dir/<class>/<image>``.
+
+    ``classes`` selects class folders (:func:`datasets.class_list`: a list, a file, or ``imagenet100``, the
+    shipped ImageNet-100 list); both trees must hold every selected class, else a ``ConfigError`` names the
+    missing ones before training."""
 
     def __init__(self, train_dir: str | None = None, val_dir: str | None = None, verify_images: str = "header",
-                 on_bad_image: str = "skip", **kwargs):
+                 on_bad_image: str = "skip", classes: str | list[str] | None = None, **kwargs):
         super().__init__(**kwargs)
+        self.classes = datasets.class_list(classes)
+        if self.classes is not None:
+            check(len(self.classes) == self.num_classes, "data.num_classes", self.num_classes,
+                  f"{len(self.classes)}, the number of classes data.classes selects")
         for key, directory in (("data.train_dir", train_dir), ("data.val_dir", val_dir)):
             check(bool(directory) and Path(directory).expanduser().is_dir(), key, directory,
                   "an existing directory of class folders (DIR/<class>/<image>)")
@@ -297,4 +319,5 @@ class ImageFolderDataModule(ImageDataModule):
 
     def build_split(self, split: str) -> Dataset:
         directory, key = (self.val_dir, "data.val_dir") if split == "val" else (self.train_dir, "data.train_dir")
-        return datasets.CheckedImageFolder(directory, key, self.verify_images, self.on_bad_image, shared=self._shared_build)
+        return datasets.CheckedImageFolder(directory, key, self.verify_images, self.on_bad_image, self.classes,
+                                           shared=self._shared_build)

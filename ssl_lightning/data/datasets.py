@@ -170,7 +170,7 @@ class CheckedImageFolder(Dataset):
     """
 
     def __init__(self, root: str | Path, key: str, verify: str = "header", on_bad_image: str = "skip",
-                 shared: bool = False):
+                 classes: list[str] | None = None, shared: bool = False):
         import torchvision.datasets as tvd
 
         from ssl_lightning.config import check
@@ -180,12 +180,25 @@ class CheckedImageFolder(Dataset):
         path = Path(root).expanduser()
         if not path.is_dir():
             raise ConfigError(f"{key}={str(root)!r} is not a directory: give an ImageFolder tree (DIR/<class>/<image>)")
-        try:
-            folder = tvd.ImageFolder(str(path), loader=load_rgb, allow_empty=False)
-        except FileNotFoundError as e:  # no class folders, or no images in them
-            raise ConfigError(f"{key}={str(root)!r} holds no images in class folders ({e})") from e
-        self.root, self.classes, self.on_bad_image = str(path), folder.classes, on_bad_image
-        samples = folder.samples
+        if classes is not None:  # a subset of the tree's class folders, labelled 0..C-1 in sorted order
+            missing = [c for c in classes if not (path / c).is_dir()]
+            if missing:
+                raise ConfigError(f"{key}={str(root)!r} lacks {len(missing)} of the {len(classes)} classes that "
+                                  f"data.classes selects: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''} "
+                                  "(give the full ImageNet train/val trees, or data.classes=null for every folder)")
+            names = sorted(classes)
+            try:
+                samples = tvd.ImageFolder.make_dataset(str(path), {c: i for i, c in enumerate(names)},
+                                                       extensions=tvd.folder.IMG_EXTENSIONS, allow_empty=False)
+            except FileNotFoundError as e:
+                raise ConfigError(f"{key}={str(root)!r}: a selected class folder holds no images ({e})") from e
+        else:
+            try:
+                folder = tvd.ImageFolder(str(path), loader=load_rgb, allow_empty=False)
+            except FileNotFoundError as e:  # no class folders, or no images in them
+                raise ConfigError(f"{key}={str(root)!r} holds no images in class folders ({e})") from e
+            names, samples = folder.classes, folder.samples
+        self.root, self.classes, self.on_bad_image = str(path), names, on_bad_image
         self.bad: list[tuple[str, str]] = []
         if verify != "none":
             reasons = check_images([p for p, _ in samples], verify == "decode", shared, key)
@@ -219,6 +232,29 @@ class CheckedImageFolder(Dataset):
                     warnings.warn(f"unreadable image {path} ({type(e).__name__}: {e}) replaced by the next one "
                                   f"({len(self.failed_at_load)} such file(s) in this process)", stacklevel=2)
         raise RuntimeError(f"no readable image left in {self.root}")
+
+
+#: class lists shipped with the package, selected by name with ``data.classes``
+CLASS_LISTS = {"imagenet100": Path(__file__).with_name("imagenet100_classes.txt")}
+
+
+def class_list(classes: str | list[str] | None) -> list[str] | None:
+    """``data.classes``: ``None`` (every class folder), a list of folder names, the name of a shipped list
+    (``imagenet100``: the 100 ImageNet classes of CMC, Tian et al., 2020, that solo-learn and the literature
+    call ImageNet-100), or a text file of folder names (whitespace-separated)."""
+    if classes is None:
+        return None
+    if isinstance(classes, str):
+        source = CLASS_LISTS.get(classes, Path(classes).expanduser())
+        if not source.is_file():
+            raise ConfigError(f"data.classes={classes!r} is not allowed: null, a list of class folders, a file of "
+                              f"class folder names, or one of {', '.join(CLASS_LISTS)}")
+        names = source.read_text().split()
+    else:
+        names = [str(c) for c in classes]
+    if not names or len(set(names)) != len(names):
+        raise ConfigError(f"data.classes={classes!r} is not allowed: a non-empty list of distinct class folder names")
+    return names
 
 
 def labels_of(dataset: Dataset) -> np.ndarray:

@@ -27,10 +27,12 @@ class MLP(nn.Sequential):
         last_norm: BatchNorm1d after the output linear.
         last_affine: whether that last BatchNorm has a learnable scale and shift.
         last_bias: whether the output linear has a bias; default: only when no BatchNorm follows it.
+        last_center: whether that last BatchNorm (if affine) learns its shift; ``False`` keeps the shift at 0,
+            a frozen parameter (TF's ``BatchNormalization(center=False)``, SimCLR's projector output).
     """
 
     def __init__(self, dims: Sequence[int], norm: bool = True, last_norm: bool = False, last_affine: bool = True,
-                 last_bias: bool | None = None):
+                 last_bias: bool | None = None, last_center: bool = True):
         if len(dims) < 2:
             raise ValueError(f"MLP dims={list(dims)} needs at least an input and an output width")
         layers: list[nn.Module] = []
@@ -43,6 +45,8 @@ class MLP(nn.Sequential):
         if last_norm:
             layers += [nn.BatchNorm1d(dims[-1], affine=last_affine)]
         super().__init__(*layers)
+        if last_norm and last_affine and not last_center:
+            self[-1].bias.requires_grad_(False)  # stays 0: no gradient, no optimizer group, no weight decay
         self.in_features, self.out_features = dims[0], dims[-1]
 
     @classmethod

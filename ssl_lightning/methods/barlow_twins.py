@@ -22,6 +22,10 @@ class BarlowTwins(SSLMethod):
     The embeddings of both views are gathered from all devices *with gradients* before the standardisation
     and the correlation, so the statistics are those of the global batch and the gradient is exact.
 
+    Zero-init residual ResNet as the official ``main.py`` (``resnet50(zero_init_residual=True)``), through
+    ``conf/recipe/zero_init_residual.yaml``. Its linear evaluation (``evaluate.py``) resizes to 256 and
+    centre-crops 224 bilinearly (torchvision's default), as ``data.eval_crop_ratio`` does at 224 px.
+
     Args:
         proj_hidden_dim, proj_output_dim: projector widths (8192, 8192).
         lambd: weight of the off-diagonal (redundancy-reduction) term, > 0.

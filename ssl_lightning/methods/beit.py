@@ -9,6 +9,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from ssl_lightning.backbones import has_token_interface, token_interface_help
+from ssl_lightning.backbones.vit import beit_trunc_normal_
 from ssl_lightning.config import check
 from ssl_lightning.data.datamodule import TransformedDataset
 from ssl_lightning.distributed import world_size
@@ -26,8 +27,16 @@ class BEiT(SSLMethod):
 
     Paper defaults (ViT-B/16, ImageNet): DALL-E dVAE tokens (8192), blockwise masking of 75 of 196 patches,
     AdamW (betas 0.9, 0.999), LR 1.5e-3 at batch 2048 (1.875e-4 x B/256), weight decay 0.05, 10 warmup
-    epochs then cosine, gradient clipping 3.0, stochastic depth 0.1 (Sec. 2.5, Appendix). Not implemented:
-    layer scale and relative position bias (the paper's ViT variant; we use the plain ViT).
+    epochs then cosine to 1e-5 (``--min_lr``), gradient clipping 3.0, stochastic depth 0.1 (Sec. 2.5,
+    Appendix; microsoft/unilm ``beit/README.md`` pretraining command). The official init
+    (``modeling_pretrain.py``: truncated-normal 0.02 cut at +-0.02, output projections divided by
+    sqrt(2 x layer id)) is the ViT's ``init=beit``, selected with drop path 0.1 by ``conf/recipe/beit.yaml``;
+    the mask token and the head are truncated-normal 0.02 likewise.
+
+    Remaining deviations, with reasons: no layer scale (``--layer_scale_init_value 0.1``) and no shared
+    relative position bias (the paper's ViT variant; our ViT is the plain one every method shares, with
+    fixed sin-cos positions); a k-means tokenizer instead of DALL-E's dVAE (its weights cannot be
+    downloaded here); warmup in epochs (the command's 10,000 steps are 16 epochs at batch 2048).
 
     The tokenizer: ``tokenizer_path`` names a tokenizer file (see :mod:`ssl_lightning.tokenizers.files`);
     with ``None``, a k-means codebook of ``vocab_size`` codes is fitted on patches of augmented training
@@ -73,8 +82,8 @@ class BEiT(SSLMethod):
         self.tokenizer.requires_grad_(False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, backbone.embed_dim))
         self.head = nn.Linear(backbone.embed_dim, vocab_size)
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
-        nn.init.trunc_normal_(self.head.weight, std=0.02)
+        beit_trunc_normal_(self.mask_token)  # BEiT's trunc_normal_: cut at +-std
+        beit_trunc_normal_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         # at most this many patches are masked per image (BlockwiseMasking stops at its budget): the head runs
         # on this fixed number of positions per image, so the step has no data-dependent shape

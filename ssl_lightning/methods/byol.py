@@ -20,6 +20,12 @@ class BYOL(SSLMethod):
     decay 1.5e-6, biases and BN excluded, 10 warmup epochs then cosine. Each view goes through the encoder
     separately, as in the reference implementation.
 
+    The official code (deepmind-research ``byol/``) also sets, outside this module: a zero-init-residual
+    ResNet (haiku's ``BlockV1``, ``conf/recipe/zero_init_residual.yaml``), and LR, weight decay and tau per
+    schedule length (``configs/byol.py``: 1000 epochs 0.2 / 1.5e-6 / 0.996, the default; ``method=byol_300ep``,
+    ``byol_100ep``, ``byol_40ep``). Remaining deviation: the official projector's hidden linear has a bias
+    before its BN (a no-op shift, dropped here).
+
     Args:
         base_tau, final_tau: EMA momentum at the first and last step, in [0, 1].
     """

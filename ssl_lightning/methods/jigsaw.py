@@ -23,10 +23,13 @@ class Jigsaw(SSLMethod):
     1000 permutations chosen greedily for a large Hamming distance (Sec. 3.3, Table 3); tiles with random
     gaps, per-tile normalisation, colour jitter and grayscale against shortcuts (Sec. 3.2; done by
     :class:`~ssl_lightning.transforms.JigsawTransform`, ``augment=jigsaw``). Here the heads use BatchNorm
-    (our MLP builder) where the paper's AlexNet used dropout. Optimisation follows the PyTorch
-    reimplementation of the paper (bbrattoli/JigsawPuzzlePytorch) since our backbones have BatchNorm: SGD
-    with momentum 0.9, weight decay 5e-4, LR 0.1 at batch 256, divided by 10 every 20 of 70 epochs (the
-    paper's Caffe AlexNet: LR 0.01, 350k iterations).
+    (our MLP builder) where the paper's AlexNet used dropout. The schedule follows the PyTorch
+    reimplementation of the paper (bbrattoli/JigsawPuzzlePytorch ``JigsawTrain.py``): SGD with momentum 0.9,
+    weight decay 5e-4, batch 256, 70 epochs, LR divided by 10 every 20 epochs (``adjust_learning_rate(...,
+    step=20, decay=0.1)``), and per-channel tile normalisation (:func:`~ssl_lightning.transforms.jigsaw.normalise_tiles`).
+    Deviation, with its reason: the reimplementation's LR is ``--lr 0.001`` for its BatchNorm-free AlexNet
+    with LRN and dropout (the paper's Caffe AlexNet: 0.01, 350k iterations); ours is 0.1 x B/256, the usual
+    SGD LR of a ResNet with BatchNorm (He et al., 2016), 100x the reimplementation's.
 
     The permutation set is a persistent buffer, so it is saved in checkpoints; when training starts the
     method hands its copy to the data pipeline's transform (which builds the same set from the same config

@@ -26,6 +26,15 @@ class MoCoV3(SSLMethod):
     predictor without the last BN, T = 1.0, LARS with LR 0.6 x B/256 and weight decay 1e-6, 10 warmup
     epochs. Momentum 0.99 -> 1 on a cosine schedule; BYOL's asymmetric augmentation.
 
+    What the official code (facebookresearch/moco-v3) sets outside this module comes from the method's
+    recipe (``conf/recipe/``): ResNets with zero-init residual (``main_moco.py``:
+    ``zero_init_residual=True``); ViTs as ``vits.py`` ``VisionTransformerMoCo``: 12 heads for ViT-S, q/k/v
+    Xavier-uniform as three matrices, [CLS] N(0, 1e-6), patch projection Xavier-uniform with zero bias,
+    frozen by ``freeze_patch_embed`` (``--stop-grad-conv1``). Remaining deviations, with reasons: our ViT's
+    fixed sin-cos position embedding orders the row and column halves as MAE's (the same function up to a
+    permutation of channels); LARS excludes biases and BN parameters as the reference LARS does
+    (``moco/optimizer.py``: ``if p.ndim > 1``); the momentum schedule is per step as the reference (``--moco-m-cos``).
+
     Args:
         proj_num_layers: linear layers of the projector (3 for ViT, 2 for ResNet).
         pred_last_norm: BN after the predictor's output layer (ViT: yes; ResNet: no).

@@ -22,6 +22,9 @@ class SimSiam(SSLMethod):
     this package, biases and BN parameters get no weight decay (the official code decays them too). Both
     views go through the encoder separately, as in the reference implementation.
 
+    Zero-init residual ResNet as the official ``simsiam/builder.py`` (``zero_init_residual=True``), through
+    ``conf/recipe/zero_init_residual.yaml``.
+
     Args:
         proj_hidden_dim, proj_output_dim: projector widths (2048, 2048).
         proj_layers: projector depth, 3 (ImageNet); the paper's CIFAR-10 experiments use 2.

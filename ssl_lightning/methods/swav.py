@@ -26,7 +26,16 @@ class SwAV(SSLMethod):
     L2-normalised after every optimizer step and which is frozen during the first epoch; Sinkhorn-Knopp with
     epsilon 0.05 and 3 iterations in fp32 over the global batch; temperature 0.1; multi-crop with 2 global
     crops (scale 0.14-1) and 6 local crops (scale 0.05-0.14, 96/224 of the size); LARS with LR 4.8 for
-    batch 4096 (0.3 x B/256), weight decay 1e-6, 10 warmup epochs, cosine to 0.001 x LR.
+    batch 4096 (0.3 x B/256), weight decay 1e-6, 10 warmup epochs from 0.3 (``--start_warmup``), cosine to
+    0.001 x LR.
+
+    Optimizer as the official ``main_swav.py``: apex ``LARC(SGD, trust_coefficient=0.001, clip=False)`` over
+    ``model.parameters()``, so layer adaptation and weight decay apply to every parameter, BN and biases
+    included (``lars_all_params=true``; false: the usual exclusion of biases and norms). Remaining
+    deviations: LARC's trust ratio is ``eta ||w|| / (||g|| + wd ||w||)``, ours ``eta ||w|| / ||g + wd w||``
+    (equal when g and w are orthogonal; otherwise a slightly different step size); the reference uses apex
+    mixed precision (``--use_fp16``), here ``trainer.precision``; ``freeze_prototypes_epochs`` counts epochs
+    where the scripts count iterations (313 at batch 4096 = 1 epoch).
 
     Views are grouped by resolution: consecutive views of one size go through the backbone in one batch
     (the reference multi-resolution forward). Codes are computed for ``crops_for_assign`` (the two global
@@ -47,6 +56,7 @@ class SwAV(SSLMethod):
         freeze_prototypes_epochs: epochs during which the prototypes get no update.
         queue_length: 0 (no queue) or the number of queued projections per assigned crop.
         queue_start_epoch: first epoch that fills the queue.
+        lars_all_params: LARS adaptation and weight decay on every parameter (the official LARC).
     """
 
     min_batch_size = 2
@@ -56,8 +66,11 @@ class SwAV(SSLMethod):
                  num_prototypes: int = 3000, temperature: float = 0.1, epsilon: float = 0.05,
                  sinkhorn_iterations: int = 3, crops_for_assign: Sequence[int] = (0, 1),
                  freeze_prototypes_epochs: int = 1, queue_length: int = 0, queue_start_epoch: int = 15,
-                 lr_scaling: str = "linear", compile: bool = False, sync_batchnorm: bool = False):
+                 lr_scaling: str = "linear", compile: bool = False, sync_batchnorm: bool = False,
+                 lars_all_params: bool = False):
         super().__init__(backbone, optimizer, scheduler, lr_scaling, compile=compile, sync_batchnorm=sync_batchnorm)
+        check(isinstance(lars_all_params, bool), "method.lars_all_params", lars_all_params, "true or false")
+        self.lars_all_params = lars_all_params
         crops_for_assign = list(crops_for_assign)
         check(isinstance(temperature, (int, float)) and temperature > 0, "method.temperature", temperature, "a float > 0")
         check(isinstance(epsilon, (int, float)) and epsilon > 0, "method.epsilon", epsilon, "a float > 0 (0.05 in the paper)")
@@ -106,6 +119,12 @@ class SwAV(SSLMethod):
 
     def configure_callbacks(self):
         return [self.queue_update]
+
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """``lars_all_params``: one group, decayed and LARS-adapted, as the official LARC over every parameter."""
+        if not self.lars_all_params:
+            return super().parameter_groups(weight_decay)
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "weight_decay": weight_decay}]
 
     @torch.no_grad()
     def normalize_prototypes(self) -> None:

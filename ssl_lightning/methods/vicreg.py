@@ -24,6 +24,10 @@ class VICReg(SSLMethod):
 
     Logs ``train/invariance``, ``train/variance`` and ``train/covariance`` (unweighted terms) besides the loss.
 
+    Zero-init residual ResNet as the official ``main_vicreg.py`` (``zero_init_residual=True``), through
+    ``conf/recipe/zero_init_residual.yaml``. Its linear evaluation (``evaluate.py``) resizes to 256 and
+    centre-crops 224 bilinearly (torchvision's default), as ``data.eval_crop_ratio`` does at 224 px.
+
     Args:
         proj_hidden_dim, proj_output_dim: expander widths (8192, 8192).
         sim_coeff: lambda, weight of the invariance term, > 0.

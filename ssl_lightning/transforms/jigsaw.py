@@ -4,7 +4,8 @@ permutation of a fixed set; the network names the permutation.
 The paper's recipe (Sec. 3.2-3.3): crop a 225x225 window, split it into a 3x3 grid of 75x75 cells and cut
 a 64x64 tile at a random position inside each cell, so that tiles are separated by random gaps and their
 edges cannot be matched (the cue would be continuity of lines and texture across borders, not what the
-tiles show); normalise each tile's mean and standard deviation independently, so that tiles cannot be
+tiles show); normalise each tile's mean and standard deviation independently (per channel, as the
+reference implementation), so that tiles cannot be
 placed by their brightness or contrast; jitter colours and use grayscale images, so that they cannot be
 placed by chromatic aberration. Here the cell side is ``size // grid_size`` and the tile side a fraction of
 it (64/75 = 0.85 by default); the tiles are optionally resized to ``tile_size`` (ViTs need their input size).
@@ -96,11 +97,12 @@ def unshuffle_tiles(tiles: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
 
 
 def normalise_tiles(tiles: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Zero mean, unit standard deviation per tile, over its channels and pixels together (as the reference
-    implementation does: brightness and contrast no longer tell where a tile was, colour relations stay).
-    A flat tile (std 0) is only centred."""
-    mean = tiles.mean(dim=(-3, -2, -1), keepdim=True)
-    std = tiles.std(dim=(-3, -2, -1), keepdim=True, correction=0)
+    """Zero mean, unit standard deviation per tile and per channel, over the channel's pixels (as the reference
+    implementation does, bbrattoli/JigsawPuzzlePytorch ``Dataset/JigsawImageLoader.py``: ``tile.view(3, -1)``
+    mean and (unbiased) std per channel, ``s[s == 0] = 1``): brightness, contrast and per-channel colour
+    casts no longer tell where a tile was. A flat channel (std 0) is only centred. (..., 3, t, t) -> same."""
+    mean = tiles.mean(dim=(-2, -1), keepdim=True)
+    std = tiles.std(dim=(-2, -1), keepdim=True, correction=1)
     return (tiles - mean) / torch.where(std < eps, torch.ones_like(std), std)
 
 
@@ -180,12 +182,12 @@ class JigsawTransform:
         grayscale_prob: probability that a tile is turned to grayscale, independently per tile.
         mean, std: the data's normalisation, for the full image.
         data_overrides: what the data imposes (``crop_scale``, ``hflip_prob``, ``jitter``, ``jitter_prob``,
-            ``grayscale_prob``); ``blur_prob`` and ``solarize_prob`` are accepted and ignored (no blur or
+            ``grayscale_prob``); ``blur_prob``, ``min_blur_size`` and ``solarize_prob`` are accepted and ignored (no blur or
             solarisation happens here).
     """
 
     _OVERRIDES = ("crop_scale", "hflip_prob", "jitter", "jitter_prob", "grayscale_prob")
-    _IGNORED = ("blur_prob", "solarize_prob")
+    _IGNORED = ("blur_prob", "solarize_prob", "min_blur_size")
 
     def __init__(
         self,

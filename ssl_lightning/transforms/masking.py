@@ -23,7 +23,7 @@ from dataclasses import replace
 import torch
 
 from ssl_lightning.config import ConfigError, check
-from ssl_lightning.transforms.views import MultiViewTransform, ViewSpec, view_pipeline
+from ssl_lightning.transforms.views import MultiViewTransform, ViewSpec, data_view_overrides, view_pipeline
 
 
 def check_mask_ratio(mask_ratio, key: str = "method.mask_ratio") -> None:
@@ -201,11 +201,12 @@ class MaskedImageTransform:
         check(isinstance(patch_size, int) and patch_size > 0 and size % patch_size == 0, "backbone.patch_size", patch_size,
               f"a positive divisor of the image size {size} (data.image_size)")
         allowed = {"crop_scale", "hflip_prob", "jitter", "jitter_prob", "grayscale_prob", "blur_prob", "blur_sigma", "solarize_prob"}
-        for source, values in (("augment", view), ("data.augment", dict(data_overrides or {}))):
+        data_overrides = data_view_overrides(data_overrides, size)
+        for source, values in (("augment", view), ("data.augment", data_overrides)):
             for key in values:
                 check(key in allowed, f"{source}.{key}", values[key], f"one of the view settings {sorted(allowed)}")
         as_tuples = lambda d: {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in d.items()}  # noqa: E731
-        spec = replace(ViewSpec(size=size, **as_tuples(view)), **as_tuples(dict(data_overrides or {})))
+        spec = replace(ViewSpec(size=size, **as_tuples(view)), **as_tuples(data_overrides))
         self.spec, self.masking, self.patch_size = spec, masking, patch_size
         self.grid = size // patch_size
         masking.validate(self.grid, self.grid)

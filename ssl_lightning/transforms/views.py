@@ -43,6 +43,23 @@ class ViewSpec:
             check(0 <= value <= 1, f"augment.{name}", value, "a probability in [0, 1]")
 
 
+def data_view_overrides(data_overrides: dict | None, size: int) -> dict:
+    """The view settings the data imposes on images of side ``size`` (``data.augment``).
+
+    ``min_blur_size: N`` is a rule on what the data *is*, not on its file format: below N pixels no view blurs
+    (SimCLR, Appendix B.9: no Gaussian blur on 32-px CIFAR images; solo-learn's and lightly's CIFAR presets
+    agree), at N pixels or more every view keeps its method's blur (BYOL's 1.0 / 0.1, SimCLR's and MoCo's 0.5
+    at 224 px). Every other key is a view setting applied as given (digits: no flips)."""
+    overrides = dict(data_overrides or {})
+    min_blur_size = overrides.pop("min_blur_size", None)
+    if min_blur_size is not None:
+        check(isinstance(min_blur_size, int) and min_blur_size >= 0, "data.augment.min_blur_size", min_blur_size,
+              "an image side in pixels >= 0 (below it no view blurs)")
+        if size < min_blur_size:
+            overrides.setdefault("blur_prob", 0.0)
+    return overrides
+
+
 def blur_kernel_size(size: int) -> int:
     """The Gaussian blur kernel for a crop of ``size`` pixels: ~10% of the crop, odd (SimCLR, Appendix A)."""
     return max(3, int(0.1 * size) // 2 * 2 + 1)
@@ -73,8 +90,9 @@ class MultiViewTransform:
         views: per-view overrides of the shared settings, e.g. ``[{blur_prob: 1.0}, {blur_prob: 0.1,
             solarize_prob: 0.2}]``; ``size_ratio`` scales the crop size relative to ``size`` (multi-crop).
         size, mean, std: the data's crop size and normalisation.
-        data_overrides: settings the data imposes on every view, applied last: e.g. no Gaussian blur on
-            32x32 CIFAR (SimCLR, Appendix B.9), no horizontal flip for digits (not mirror-invariant).
+        data_overrides: settings the data imposes on every view, applied last: e.g. no horizontal flip for
+            digits (not mirror-invariant); ``min_blur_size`` turns blur off on images smaller than it
+            (:func:`data_view_overrides`: no Gaussian blur on 32x32 CIFAR, SimCLR, Appendix B.9).
         **shared: any :class:`ViewSpec` field, applied to every view unless the view overrides it.
     """
 
@@ -85,7 +103,7 @@ class MultiViewTransform:
         self.views = [dict(v) for v in (views if views is not None else [{}, {}])]
         check(len(self.views) >= 1, "augment.views", self.views, "a list of at least one view")
         self.size, self.mean, self.std, self.shared = size, list(mean), list(std), dict(shared)
-        data_overrides = dict(data_overrides or {})
+        data_overrides = data_view_overrides(data_overrides, size)
         for key in data_overrides:
             check(key in allowed, f"data.augment.{key}", data_overrides[key], f"one of the view settings {sorted(allowed)}")
         base = ViewSpec(size=size, **{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in shared.items()})
@@ -120,6 +138,30 @@ class MultiViewTransform:
         return [pipeline(image) for pipeline, count in self.pipelines for _ in range(count)]
 
 
-def eval_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
-    """Resize the short side to ``size``, centre-crop, normalise: the non-augmented evaluation view."""
-    return T.Compose([T.Resize(size, antialias=True), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
+#: the centre crop of ImageNet-scale evaluation: resize the short side to size / 0.875 (256 for 224), crop size
+IMAGENET_CROP_RATIO = 224 / 256
+#: from this image side on, evaluation resizes to 256/224 of the size and centre-crops (ImageNet-scale data)
+IMAGENET_SCALE = 128
+INTERPOLATIONS = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}
+
+
+def eval_crop_ratio(size: int, crop_ratio: float | None = None) -> float:
+    """``crop_ratio`` or, when ``None``, what the image size calls for: 224/256 from :data:`IMAGENET_SCALE`
+    pixels on (the resize-256, centre-crop-224 of every official ImageNet evaluation), 1 below (CIFAR, STL-10)."""
+    if crop_ratio is None:
+        return IMAGENET_CROP_RATIO if size >= IMAGENET_SCALE else 1.0
+    return crop_ratio
+
+
+def eval_transform(size: int, mean: Sequence[float], std: Sequence[float], crop_ratio: float | None = 1.0,
+                   interpolation: str = "bilinear") -> T.Compose:
+    """The non-augmented evaluation view: resize the short side to ``size / crop_ratio``, centre-crop ``size``,
+    normalise. ``crop_ratio=None`` follows the size (:func:`eval_crop_ratio`: 256 -> 224 on ImageNet);
+    ``interpolation`` is ``bilinear`` or ``bicubic`` (the official linear evaluations of Barlow Twins, VICReg,
+    MAE and BEiT resize bicubically)."""
+    check(interpolation in INTERPOLATIONS, "data.eval_interpolation", interpolation, f"one of {', '.join(INTERPOLATIONS)}")
+    ratio = eval_crop_ratio(size, crop_ratio)
+    check(0 < ratio <= 1, "data.eval_crop_ratio", ratio, "a fraction in (0, 1] of the resized image kept by the centre crop")
+    resize = int(round(size / ratio))
+    return T.Compose([T.Resize(resize, interpolation=INTERPOLATIONS[interpolation], antialias=True), T.CenterCrop(size),
+                      T.ToTensor(), T.Normalize(mean, std)])

@@ -39,6 +39,7 @@ SMALL_HEADS = {
     "ibot": ["+backbone.depth=2", "+backbone.embed_dim=32", "+backbone.num_heads=2", "method.out_dim=64",
              "method.hidden_dim=32", "method.bottleneck_dim=16"],
 }
+SMALL_HEADS.update({m: SMALL_HEADS["byol"] for m in IMAGE_METHODS if m.startswith("byol_")})  # per-schedule presets
 # Plain-SGD step size of the fixed-batch fit; VICReg's loss carries coefficients of 25, so its gradients are
 # ~25x larger and 0.05 overshoots into NaN.
 FIT_LR = {"vicreg": 0.01}

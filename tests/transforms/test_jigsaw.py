@@ -54,7 +54,9 @@ def test_transform_puzzles_reassemble_the_image_without_jitter():
 
 def test_tiles_are_cut_at_random_positions_inside_their_cells():
     t = JigsawTransform(size=30, tile_fraction=0.7, **PLAIN)  # 10-px cells, 7-px tiles: offsets 0..3
-    image, offsets = position_image(30), set()
+    # random pixels: a per-channel ramp would normalise (per tile and channel) to the same crop at every offset
+    image = Image.fromarray(torch.randint(0, 256, (30, 30, 3), generator=torch.Generator().manual_seed(0)).byte().numpy())
+    offsets = set()
     raw = TF.to_tensor(image)
     for seed in range(20):
         torch.manual_seed(seed)
@@ -70,11 +72,24 @@ def test_tiles_are_cut_at_random_positions_inside_their_cells():
     assert len(offsets) > 10  # the gaps vary: edges of neighbouring tiles do not line up
 
 
-def test_every_tile_is_normalised_on_its_own():
-    t = JigsawTransform(size=24, num_permutations=10)
-    tiles = t(Image.fromarray((torch.rand(24, 24, 3) * 255).byte().numpy()))["tiles"]
-    torch.testing.assert_close(tiles.mean(dim=(1, 2, 3)), torch.zeros(9), rtol=0, atol=1e-5)
-    torch.testing.assert_close(tiles.std(dim=(1, 2, 3), correction=0), torch.ones(9), rtol=0, atol=1e-4)
+def test_every_tile_is_normalised_on_its_own_per_channel():
+    t = JigsawTransform(size=24, num_permutations=10, grayscale_prob=0.0)
+    tiles = t(Image.fromarray((torch.rand(24, 24, 3) * 255).byte().numpy()))["tiles"]  # (9, 3, t, t)
+    torch.testing.assert_close(tiles.mean(dim=(2, 3)), torch.zeros(9, 3), rtol=0, atol=1e-5)
+    torch.testing.assert_close(tiles.std(dim=(2, 3)), torch.ones(9, 3), rtol=0, atol=1e-4)
+
+
+def test_tile_normalisation_matches_the_reference_implementation():
+    """bbrattoli/JigsawPuzzlePytorch: m, s = tile.view(3, -1).mean(dim=1), tile.view(3, -1).std(dim=1);
+    s[s == 0] = 1; Normalize(m, s)."""
+    tiles = torch.rand(5, 3, 7, 7)
+    tiles[0, 2] = 0.3  # a flat channel: only centred
+    expected = []
+    for tile in tiles:
+        m, s = tile.view(3, -1).mean(dim=1), tile.view(3, -1).std(dim=1)
+        s[s == 0] = 1
+        expected.append(TF.normalize(tile, m.tolist(), s.tolist()))
+    torch.testing.assert_close(normalise_tiles(tiles), torch.stack(expected), rtol=0, atol=1e-5)
 
 
 def test_tile_colour_jitter_matches_torchvision_hue_and_draws_per_tile():
