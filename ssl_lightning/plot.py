@@ -81,10 +81,15 @@ def read(path: Path) -> Run:
     return Run(path, info["overrides"], {k: v for k, v in info["metrics"].items() if isinstance(v, (int, float))}, scalars)
 
 
+# Overrides that change how a run looks on the console, not what it learns: left out of the labels.
+COSMETIC = ("enable_progress_bar", "enable_model_summary", "num_workers", "log_every_n_steps")
+
+
 def label_runs(runs: list[Run]) -> None:
     """Label each run by the overrides that differ between the runs (or, failing that, its directory)."""
     keys = list(dict.fromkeys(k for r in runs for k in r.overrides))
-    varying = [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1]
+    varying = [k for k in keys if len({r.overrides.get(k) for r in runs}) > 1
+               and k.split(".")[-1] not in COSMETIC and "(deleted)" not in {r.overrides.get(k) for r in runs}]
     for r in runs:
         parts = [f"{k.split('.')[-1]}={r.overrides[k]}" for k in varying if k in r.overrides]
         r.label = " ".join(parts) if parts and len(runs) > 1 else "/".join(r.path.parts[-2:])

@@ -89,3 +89,12 @@ def test_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert str(info.value).startswith(message)
+
+
+def test_labels_name_what_differs_and_skip_cosmetic_overrides(tmp_path):
+    from ssl_lightning.plot import Run, label_runs
+
+    runs = [Run(tmp_path / "0", {"method.temperature": "0.1", "data.num_workers": "0", "seed": "1"}, {}),
+            Run(tmp_path / "1", {"method.temperature": "0.5", "data.num_workers": "2", "seed": "1"}, {})]
+    label_runs(runs)
+    assert [r.label for r in runs] == ["temperature=0.1", "temperature=0.5"]
