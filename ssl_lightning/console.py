@@ -154,7 +154,7 @@ def next_commands(run_dir: Path | str, overrides: list[str], has_checkpoint: boo
     if has_checkpoint:
         commands = [
             ("evaluate", _quote(["python", "-m", "ssl_lightning.eval", f"ckpt={ckpt}", "protocol=linear", *data])),
-            ("export", _quote(["python", "-m", "ssl_lightning.export", f"ckpt={ckpt}", f"out={run}/backbone.pt"])),
+            ("export", _quote(["python", "-m", "ssl_lightning.export", f"ckpt={ckpt}"]) + f"  # -> {run}/export/backbone.pt"),
             *commands,
             ("continue", _quote(["python", "-m", "ssl_lightning.train", *overrides, "resume=auto",
                                  f"hydra.run.dir={run}"]) + "  # with a larger trainer.max_epochs to train longer"),

@@ -29,6 +29,7 @@ from ssl_lightning import cli, cluster, console, launch
 from ssl_lightning.callbacks.nonfinite import NonFiniteLossError
 from ssl_lightning.checkpoint import load_checkpoint
 from ssl_lightning.config import ConfigError, check, config_dir, exit_on_config_error, find_config_error
+from ssl_lightning.hparams import command_line_overrides, log_hparams, run_hparams
 from ssl_lightning.reference import log_reference
 
 log = logging.getLogger(__name__)
@@ -240,6 +241,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:  # what `python -m ssl_lightning.summarize` reads for a sweep's table
         summary = {"global_step": trainer.global_step, "epoch": trainer.current_epoch, "metrics": dict(sorted(metrics.items()))}
         (Path(cfg.paths.output_dir) / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        # TensorBoard's HPARAMS tab: this run's overrides against its final metrics
+        log_hparams(loggers, run_hparams(cfg, command_line_overrides()), metrics, trainer.logged_metrics, trainer.global_step)
         report(cfg, metrics, trainer.global_step, trainer.current_epoch)
     return metrics
 

@@ -64,9 +64,18 @@ def test_vit_round_trip(pretrained_vit, tmp_path):
     torch.testing.assert_close(features(model), features(reference), rtol=0, atol=0)
 
 
+def test_without_out_the_export_goes_into_the_run_dir(pretrained_resnet, capsys):
+    """Nothing is written into the working directory (the repository root) unless asked."""
+    ckpt = pretrained_resnet / "checkpoints" / "last.ckpt"
+    export([f"ckpt={ckpt}", "prefix=backbone"])
+    out = pretrained_resnet / "export" / "backbone.pt"
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert (pretrained_resnet / "export" / "backbone.pt.json").is_file()
+    torch.load(out, weights_only=True)
+
+
 @pytest.mark.parametrize(("argv", "message"), [
-    (["out=x.pt"], "Configuration error: ckpt is required; usage: python -m ssl_lightning.export ckpt=PATH out=FILE"),
-    (["ckpt=x.ckpt"], "Configuration error: out is required"),
+    (["out=x.pt"], "Configuration error: ckpt is required; usage: python -m ssl_lightning.export ckpt=PATH [out=FILE]"),
     (["ckpt=x.ckpt", "out=y.pt", "fromat=1"], "Configuration error: Key 'fromat' not in 'ExportArgs'"),
     (["ckpt=/no/such.ckpt", "out=y.pt"], "Configuration error: ckpt='/no/such.ckpt' is not a file"),
 ])

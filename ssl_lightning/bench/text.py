@@ -1,7 +1,7 @@
 """nanoGPT's CPU Shakespeare benchmark: our CLM run (``python -m ssl_lightning.train`` with
 ``experiment=clm_shakespeare_char``) against a plain-PyTorch loop of the same model, in one process.
 
-    SSL_LIGHTNING_DATA=../shared/data python -m ssl_lightning.bench text
+    python -m ssl_lightning.bench text          # Tiny Shakespeare, downloaded to ./data on first use
     python -m ssl_lightning.bench text data.path=/path/to/input.txt trainer.max_steps=500
 
 Both loops start from the same initial weights and train with the same configuration (nanoGPT's README CPU

@@ -38,8 +38,9 @@ def split_indices(n: int, val_fraction: float, seed: int = 0) -> tuple[np.ndarra
 def digits(split: str, image_size: int, val_fraction: float = 0.2) -> ArrayImages:
     """UCI ML hand-written digits (Alpaydin & Kaynak, 1998) as shipped inside scikit-learn.
 
-    1,797 real 8x8 grayscale scans of digits 0-9 from 43 writers, 16 grey levels; no download ever. Images
-    are upsampled to ``image_size`` (bilinear) and replicated to RGB; the split is fixed (seed 0), 80/20.
+    1,797 real 8x8 grayscale scans of digits 0-9 (the UCI test set: 13 writers), 17 grey levels (0-16); no
+    download ever. Images are upsampled to ``image_size`` (bilinear) and replicated to RGB; the split is
+    fixed (seed 0), 80/20: 1,438 training and 359 validation images.
     """
     from sklearn.datasets import load_digits
 

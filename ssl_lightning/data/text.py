@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ssl_lightning.config import ConfigError, check
+from ssl_lightning.data.download import download as download_file
 from ssl_lightning.data.position import TrainPosition
 from ssl_lightning.data.sampler import ShardedSampler, augmentation_seed
 from ssl_lightning.data.tokenizers import (
@@ -208,6 +209,8 @@ class TextDataModule(TrainPosition, L.LightningDataModule):
         val_fraction: the last fraction of the token stream that validates.
         random_offsets: training windows at random offsets (nanoGPT); False: consecutive packed blocks.
         seed: data order, window offsets and masks (see :class:`ShardedSampler`).
+        download: fetch ``url`` to ``path`` when ``path`` is missing (``sha256`` checked), like torchvision's
+            datasets; see :mod:`ssl_lightning.data.download`.
     """
 
     def __init__(
@@ -225,6 +228,9 @@ class TextDataModule(TrainPosition, L.LightningDataModule):
         seed: int = 0,
         pin_memory: bool = True,
         train_transform: Callable | None = None,
+        download: bool = False,
+        url: str | None = None,
+        sha256: str | None = None,
     ):
         super().__init__()
         if train_transform is not None:
@@ -235,6 +241,9 @@ class TextDataModule(TrainPosition, L.LightningDataModule):
         check(isinstance(batch_size, int) and batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
         check(isinstance(num_workers, int) and num_workers >= 0, "data.num_workers", num_workers, "an integer >= 0")
         check(0 < val_fraction < 1, "data.val_fraction", val_fraction, "a fraction in (0, 1)")
+        check(not download or (url and path), "data.download", download,
+              "true only with data.url (where to fetch from) and data.path (where to keep it)")
+        self.download, self.url, self.sha256 = download, url, sha256
         self.path, self.tokenizer_kind, self.bpe_vocab_size, self.glob = path, tokenizer, bpe_vocab_size, glob
         self.block_size, self.batch_size, self.val_fraction = block_size, batch_size, val_fraction
         self.random_offsets, self.num_workers, self.seed, self.pin_memory = random_offsets, num_workers, seed, pin_memory
@@ -248,6 +257,8 @@ class TextDataModule(TrainPosition, L.LightningDataModule):
     def _load(self) -> None:
         if self._tokenizer is not None:
             return
+        if self.download:
+            download_file(self.url, self.path, self.sha256)
         needs_text = self.tokenizer_kind != "byte"  # char and BPE read characters; byte reads any file
         documents = read_documents(self.path, needs_text, self.glob, self.tokenizer_kind)
         tokenizer = build_tokenizer(self.tokenizer_kind, documents, self.bpe_vocab_size)

@@ -145,7 +145,7 @@ def test_default_corpus_ships_with_python():
 
 def test_text_configs_instantiate_without_touching_disk(make_cfg):
     for data in ("text", "tinyshakespeare"):
-        cfg = make_cfg("method=clm", f"data={data}", "data.path=/no/such/file.txt")
+        cfg = make_cfg("method=clm", f"data={data}", "data.path=/no/such/file.txt", "data.download=false")
         dm = instantiate(cfg.data)
         assert dm.block_size >= 1 and dm._tokenizer is None
         with pytest.raises(ConfigError, match="data.path='/no/such/file.txt' does not exist"):
