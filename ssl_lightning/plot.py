@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ssl_lightning.config import ConfigError, exit_on_config_error
-from ssl_lightning.summarize import find_runs, is_run, read_overrides, read_run
+from ssl_lightning.summarize import find_runs, is_run, read_run
 
 OPTIONS = ("out", "metric")
 Series = list[tuple[int, float]]  # (step, value), by step
