@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 
 
@@ -38,3 +39,10 @@ class AfterOptimizerStep(Callback):
 
     def skipped_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """An optimizer step that ``NonFiniteLoss`` skipped: the weights did not move."""
+
+
+def host_scalar(value: float) -> torch.Tensor:
+    """A Python number to log per step (an LR, a schedule's value, a count), as a host tensor: ``self.log`` of a
+    float makes a device tensor from it, a blocking host-to-device copy in every step; a host tensor stays on the
+    host (Lightning keeps a logged value on its own device), so the step queues no copy."""
+    return torch.tensor(float(value), dtype=torch.float32)

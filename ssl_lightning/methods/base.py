@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ssl_lightning.callbacks.steps import host_scalar
 from ssl_lightning.config import check
 from ssl_lightning.distributed import world_size
 from ssl_lightning.nn import SyncBatchNorm, convert_sync_batchnorm
@@ -169,11 +170,8 @@ class SSLMethod(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def log_lr(self) -> None:
-        """Log the LR as a host tensor: ``self.log`` of a Python float makes a device tensor from it, a
-        blocking host-to-device copy in every step; a host tensor stays on the host (Lightning keeps a
-        logged value on its own device), so the step queues no copy."""
-        lr = torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"], dtype=torch.float32)
-        self.log("train/lr", lr, on_step=True, on_epoch=False)
+        """Log the LR (a host number, see :func:`host_scalar`)."""
+        self.log("train/lr", host_scalar(self.trainer.optimizers[0].param_groups[0]["lr"]), on_step=True, on_epoch=False)
 
     # -- checkpoints ------------------------------------------------------------------------------------
 

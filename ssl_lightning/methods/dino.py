@@ -10,6 +10,7 @@ from torch import nn
 
 from ssl_lightning.callbacks import CenterUpdate, FreezeLastLayer, MomentumUpdate, WeightDecaySchedule, frozen_copy
 from ssl_lightning.callbacks.dino import teacher_temperature
+from ssl_lightning.callbacks.steps import host_scalar
 from ssl_lightning.config import ConfigError, check
 from ssl_lightning.distributed import world_size
 from ssl_lightning.heads import DINOHead
@@ -186,7 +187,7 @@ class DINO(SSLMethod):
             teacher_entropy = entropy(teacher)
         self.log("train/teacher_entropy", teacher_entropy, on_step=True, on_epoch=False)
         self.log("train/kl", loss.detach() - teacher_entropy, on_step=True, on_epoch=False)
-        self.log("train/teacher_temp", temp, on_step=True, on_epoch=False)
+        self.log("train/teacher_temp", host_scalar(temp), on_step=True, on_epoch=False)
 
     def training_step(self, batch, batch_idx: int):
         views, _ = batch

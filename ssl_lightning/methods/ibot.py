@@ -11,6 +11,7 @@ from torch import nn
 from ssl_lightning.backbones.vit import VisionTransformer
 from ssl_lightning.callbacks import frozen_copy
 from ssl_lightning.callbacks.dino import teacher_temperature
+from ssl_lightning.callbacks.steps import host_scalar
 from ssl_lightning.config import ConfigError, check
 from ssl_lightning.heads import WeightNormLinear
 from ssl_lightning.losses import dino_loss, entropy, ibot_patch_loss, teacher_probs
@@ -133,6 +134,6 @@ class IBOT(DINO):
         self.log_signals(loss_cls, probs, temp)
         with torch.no_grad():
             self.log("train/patch_teacher_entropy", entropy(patch_probs), on_step=True, on_epoch=False)
-        self.log("train/patch_teacher_temp", patch_temp, on_step=True, on_epoch=False)
+        self.log("train/patch_teacher_temp", host_scalar(patch_temp), on_step=True, on_epoch=False)
         self.log_lr()
         return {"loss": loss, "h": h[:n].detach(), "z": b[:n].detach()}

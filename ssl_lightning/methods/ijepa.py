@@ -7,6 +7,7 @@ from torch import nn
 
 from ssl_lightning.backbones.vit import VisionTransformer
 from ssl_lightning.callbacks import MomentumUpdate, WeightDecaySchedule, frozen_copy
+from ssl_lightning.callbacks.steps import host_scalar
 from ssl_lightning.config import check
 from ssl_lightning.heads import IJEPAPredictor
 from ssl_lightning.losses import block_targets, ijepa_loss
@@ -98,8 +99,8 @@ class IJEPA(SSLMethod):
         self.log("train/loss", loss, prog_bar=True)
         self.log_lr()
         # shapes are host-side ints: logging them reads nothing back from the device
-        self.log("train/context_patches", float(context_ids.shape[1]), on_step=True, on_epoch=False)
-        self.log("train/target_patches", float(target_ids.shape[2]), on_step=True, on_epoch=False)
+        self.log("train/context_patches", host_scalar(context_ids.shape[1]), on_step=True, on_epoch=False)
+        self.log("train/target_patches", host_scalar(target_ids.shape[2]), on_step=True, on_epoch=False)
         if self.probe_full_image:
             with torch.no_grad():
                 h = self.backbone(images)  # (B, D): what kNN and validation see
