@@ -67,5 +67,5 @@ def log_hparams(loggers: Iterable[Any], params: Mapping[str, Scalar], metrics: M
                 writer.add_scalar(name, value, step)
         experiment, session_start, session_end = hparams(dict(params), dict(metrics))
         for summary in (experiment, session_start, session_end):
-            writer.file_writer.add_summary(summary)
+            writer._get_file_writer().add_summary(summary)  # reopened if the end-of-run validation closed it
         writer.flush()

@@ -291,11 +291,12 @@ def _run_cli(cwd: Path, *args: str, multirun: bool = False) -> None:
 
 
 def _check_run_dir(run: Path, steps: int) -> None:
-    """One config.yaml, one .hydra/, one TensorBoard events file, checkpoints/last.ckpt, and the metrics of
+    """One config.yaml, one .hydra/, TensorBoard events of one process, checkpoints/last.ckpt, and the metrics of
     rank 0 after ``steps`` global steps: nothing written twice by the second rank."""
     assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").exists()
     assert [p.name for p in run.rglob(".hydra")] == [".hydra"]
-    assert len(list(run.rglob("events.out.tfevents*"))) == 1
+    writers = {p.name.split(".")[-2] for p in run.rglob("events.out.tfevents*")}  # events.out.tfevents.T.HOST.PID.N
+    assert len(writers) == 1, writers
     assert len([p for p in run.rglob("config.yaml") if p.parent.name != ".hydra"]) == 1
     assert '"global_step": %d' % steps in (run / "metrics.json").read_text()
 

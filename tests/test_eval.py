@@ -31,7 +31,7 @@ def ckpt_of(run) -> str:
 def scalars(run_dir) -> set[str]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(next((run_dir / "tensorboard").glob("events.out.tfevents*"))))
+    acc = EventAccumulator(str(run_dir / "tensorboard"))  # every events file of the run
     acc.Reload()
     return set(acc.Tags()["scalars"])
 

@@ -10,7 +10,7 @@ def _events(run_dir: Path):
 
     events = sorted((Path(run_dir) / "tensorboard").glob("events.out.tfevents*"))
     assert events, f"no TensorBoard events in {run_dir}"
-    acc = EventAccumulator(str(events[0]))
+    acc = EventAccumulator(str(events[0].parent))  # every events file of the run (the end-of-run validation adds one)
     acc.Reload()
     return acc
 

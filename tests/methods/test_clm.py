@@ -18,7 +18,7 @@ STEPS = ["trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1"]
 
 
 def events(run_dir) -> EventAccumulator:
-    acc = EventAccumulator(str(next((run_dir / "tensorboard").glob("events.out.tfevents*"))))
+    acc = EventAccumulator(str(run_dir / "tensorboard"))  # every events file of the run
     acc.Reload()
     return acc
 

@@ -12,7 +12,10 @@ from ssl_lightning.config import config_dir
 from ssl_lightning.methods import MoCo
 from ssl_lightning.train import train
 
-IMAGE_METHODS = sorted(p.stem for p in (Path(config_dir()) / "method").glob("*.yaml") if p.stem not in ("mlm", "clm"))
+# every image method once: BYOL's per-schedule presets (byol_300ep, ...) are the same method with other numbers
+# (tests/methods/test_recipe_fidelity.py checks them; tests/test_configs.py composes and builds them)
+IMAGE_METHODS = sorted(p.stem for p in (Path(config_dir()) / "method").glob("*.yaml")
+                       if p.stem not in ("mlm", "clm") and not p.stem.startswith("byol_"))
 SMALL_HEADS = {
     "simclr": ["method.proj_hidden_dim=64", "method.proj_output_dim=32"],
     "byol": ["method.proj_hidden_dim=64", "method.proj_output_dim=32", "method.pred_hidden_dim=64"],
@@ -39,7 +42,6 @@ SMALL_HEADS = {
     "ibot": ["+backbone.depth=2", "+backbone.embed_dim=32", "+backbone.num_heads=2", "method.out_dim=64",
              "method.hidden_dim=32", "method.bottleneck_dim=16"],
 }
-SMALL_HEADS.update({m: SMALL_HEADS["byol"] for m in IMAGE_METHODS if m.startswith("byol_")})  # per-schedule presets
 # Plain-SGD step size of the fixed-batch fit; VICReg's loss carries coefficients of 25, so its gradients are
 # ~25x larger and 0.05 overshoots into NaN.
 FIT_LR = {"vicreg": 0.01}
@@ -93,7 +95,7 @@ def test_run_dir_holds_config_checkpoints_and_tensorboard_logs(make_cfg, tmp_pat
     assert events
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(events[0]))
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
     acc.Reload()
     scalars = set(acc.Tags()["scalars"])
     assert {"train/loss", "train/lr", "train/tau", "val/knn_top1", "val/linear_top1"} <= scalars
