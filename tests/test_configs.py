@@ -63,8 +63,11 @@ def test_every_trainer_logger_callbacks_option_instantiates(make_cfg, group):
     for option in options(group):
         cfg = make_cfg(f"{group}={option}")
         node = cfg[group]
-        if group == "trainer":
-            assert instantiate(node, accelerator="cpu").max_epochs == node.max_epochs
+        if group == "trainer":  # as train.py builds it: the preset's own callbacks go through trainer_callbacks
+            from ssl_lightning.train import trainer_callbacks
+
+            trainer = instantiate(node, accelerator="cpu", callbacks=trainer_callbacks(cfg))
+            assert trainer.max_epochs == node.max_epochs
         else:
             assert all(instantiate(v) is not None for v in node.values())
 
@@ -116,5 +119,5 @@ def test_default_run_is_simclr_on_digits_with_resnet18(make_cfg):
 def test_language_methods_select_text_data_backbone_and_callbacks(make_cfg, method):
     cfg = make_cfg(f"method={method}", tiny=False)
     assert cfg.get("augment") is None and cfg.data._target_.endswith("TextDataModule")
-    assert cfg.backbone._target_.endswith("TextTransformer") and set(cfg.callbacks) == {"model_checkpoint", "text_sample"}
+    assert cfg.backbone._target_.endswith("TextTransformer") and set(cfg.callbacks) == {"model_checkpoint", "text_sample", "progress_bar"}
     assert make_cfg(f"method={method}", "data=tinyshakespeare", tiny=False).data.path.endswith("tinyshakespeare/input.txt")

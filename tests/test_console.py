@@ -45,7 +45,7 @@ def test_help_describes_train_with_examples_and_its_own_groups():
     (["method.temprature=0.1"], "method.temprature=0.1: 'method' has no key 'temprature': did you mean method.temperature?"),
     (["trainer.max_step=3"], "did you mean trainer.max_steps"),
     (["~callbacks.knnn"], "~callbacks.knnn: 'callbacks' has no key 'knnn': did you mean callbacks.knn?"),
-    (["-m", "method=simclr,byolx"], "method=byolx: no such option; did you mean byol?"),
+    (["-m", "method=simclr,byolx"], "method=byolx: no such option; did you mean byol or byol_40ep"),
     (["foo=1"], "there is no top-level key 'foo' (add a new key with +foo=1)"),
     (["logger=[tensorboard,wandbb]"], "logger=wandbb: no such option; did you mean wandb?"),
 ])
