@@ -307,6 +307,7 @@ def test_cli_two_devices_writes_one_run_dir(tmp_path):
     _check_run_dir(tmp_path / "run", steps=2)
 
 
+@pytest.mark.slow  # ~40 s: two DDP jobs; test_cli_two_devices_writes_one_run_dir covers the launcher in the default suite
 def test_cli_two_devices_multirun_one_dir_per_job(tmp_path):
     """Each job's rank 1 runs that job only (not the whole sweep again), and the next job launches its own."""
     _run_cli(tmp_path, "method.temperature=0.1,0.5", "trainer.max_steps=1", f"hydra.sweep.dir={tmp_path / 'sweep'}",

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from ssl_lightning.backbones.resnet import resnet
@@ -18,6 +19,7 @@ from ssl_lightning.backbones.resnet import resnet
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # ~26 s: two 2-rank eval jobs
 def test_eval_two_devices_multirun_one_dir_per_job(tmp_path):
     torch.manual_seed(0)
     torch.save(resnet("resnet18", cifar_stem=True).state_dict(), tmp_path / "backbone.pt")

@@ -10,6 +10,7 @@ import pytest
 from tests import faults
 
 
+@pytest.mark.slow  # ~25 s; the stop mode (same all-reduced flag) runs in the default suite
 def test_nan_on_one_rank_skip_keeps_the_ranks_identical(tmp_path):
     faults.check_nan_on_one_rank_skip(tmp_path, "cpu")
 

@@ -45,6 +45,7 @@ class BlobDataModule(ImageDataModule):
         return ArrayImages(images, rng.integers(0, self.num_classes, size=self.num_samples))
 
 
+@pytest.mark.slow  # ~20 s; test_training fits a fixed batch with jigsaw in the default suite
 def test_trains_with_falling_loss_and_pretext_accuracy_above_chance(make_cfg, tmp_path):
     fast = ["method.optimizer.lr=1.0", "method.scheduler.gamma=1.0"]  # 20 steps: a constant, larger LR
     metrics = train(make_cfg(*SMALL, BLOBS, *fast, "trainer.max_epochs=5", "trainer.check_val_every_n_epoch=5"))
