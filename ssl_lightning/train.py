@@ -230,7 +230,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams(resolved)
 
     trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    logged = set(trainer.logged_metrics)  # what fit logged (the final validation replaces logged_metrics)
     evaluate_at_end(trainer, method, datamodule, last_validation)
+    logged |= set(trainer.logged_metrics)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     knn = next((cb for cb in trainer.callbacks if hasattr(cb, "history")), None)
@@ -242,7 +244,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         summary = {"global_step": trainer.global_step, "epoch": trainer.current_epoch, "metrics": dict(sorted(metrics.items()))}
         (Path(cfg.paths.output_dir) / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
         # TensorBoard's HPARAMS tab: this run's overrides against its final metrics
-        log_hparams(loggers, run_hparams(cfg, command_line_overrides()), metrics, trainer.logged_metrics, trainer.global_step)
+        log_hparams(loggers, run_hparams(cfg, command_line_overrides()), metrics, logged, trainer.global_step)
         report(cfg, metrics, trainer.global_step, trainer.current_epoch)
     return metrics
 
