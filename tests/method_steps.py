@@ -19,18 +19,13 @@ ALL_METHODS = IMAGE_METHODS + TEXT_METHODS
 # 8-px images for the ResNet methods (the ViT methods need their 16-px patch grid)
 SMALL_IMAGES = {m: ["data.image_size=8"] for m in ("simclr", "byol", "simsiam", "barlow_twins", "vicreg")}
 
-# Syncs the guards let through, each owned by another branch that fixes it (the merge removes the entry):
-KNOWN_SYNCS = [
-    # scale-mem: MoCo's Shuffle-BN permutation is drawn on the CPU each view and moved to the device
-    "ssl_lightning/methods/moco.py:shuffle_order",
-    "ssl_lightning/methods/moco.py:keys",  # x[perm] with that permutation
-    # scale-mem: new_tensor(list) constants of the batched augmentation (to be cached per device)
-    "ssl_lightning/transforms/batched.py",
-]
+# Syncs the guards let through, each with the reason it is not a fix's to make (none today: every method's
+# step runs under the guard with nothing allowed)
+KNOWN_SYNCS: list[str] = []
 
 
-# Methods whose step still syncs on CUDA, for a fix on another branch (the GPU tests expect them to fail)
-KNOWN_CUDA_SYNCS = {"moco": "scale-mem: the Shuffle-BN permutation is drawn on the CPU and copied to the device"}
+# Methods whose step still syncs on CUDA (the GPU tests expect them to fail); none today
+KNOWN_CUDA_SYNCS: dict[str, str] = {}
 
 # what the step does only in some configurations: SwAV's queue (full from the second step on)
 STEP_PATHS = {"swav": ["method.queue_length=8", "method.queue_start_epoch=0", "data.batch_size=8"]}

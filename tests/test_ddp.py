@@ -232,7 +232,7 @@ def test_moco_shuffle_bn_encodes_shuffled_shards_and_unshuffles(ranks, tmp_path)
     permuted global batch that their rank drew; without the shuffle they would differ (other BN statistics)."""
     results = _results(ranks)
     model, x = build_shuffle_bn(tmp_path)
-    perm = model.shuffle_order(WORLD * B, view=0, device=torch.device("cpu"))  # step 0, first view: rank 0 draws it
+    perm = model.shuffle_order(WORLD * B, view=0, device=torch.device("cpu"))  # step 0, first view: every rank draws it
     shards = perm.view(WORLD, B)
     assert set(shards[0].tolist()) != set(range(B))  # the shuffle moves samples across ranks
     keys = torch.cat([model.encode_keys(x[shard]) for shard in shards])[torch.argsort(perm)]  # (W*B, D), in order

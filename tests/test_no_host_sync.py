@@ -24,8 +24,13 @@ def test_bf16_training_step_and_backward_never_sync(make_cfg, tiny_corpus, metho
 
 
 def test_batched_device_augmentation_is_guarded_too(make_cfg, monkeypatch):
-    """data.gpu_augment: the batch-transfer hook runs under the guard as well; its known syncs are
-    scale-mem's (the allow-list records them until that branch lands)."""
+    """data.gpu_augment: the batch-transfer hook runs under the guard as well, on the path a GPU takes (every
+    operation on the whole batch, selected per sample; the CPU's grouped path indexes with data-dependent
+    shapes on purpose)."""
+    from ssl_lightning.transforms import batched
+
+    device_path = batched.augment_views
+    monkeypatch.setattr(batched, "augment_views", lambda *a, **k: device_path(*a, **{**k, "grouped": False}))
     guards = []
 
     def guard():

@@ -8,10 +8,11 @@ from torch import nn
 
 from ssl_lightning.callbacks import MomentumUpdate, QueueUpdate, frozen_copy, ring_enqueue_
 from ssl_lightning.config import check
-from ssl_lightning.distributed import broadcast_, gather_no_grad, rank, world_size
+from ssl_lightning.distributed import gather_no_grad, rank, world_size
 from ssl_lightning.heads import MLP
 from ssl_lightning.losses import moco_loss
 from ssl_lightning.methods.base import SSLMethod
+from ssl_lightning.nn import convert_split_batchnorm, split_forward
 
 
 class MoCo(SSLMethod):
@@ -48,10 +49,12 @@ class MoCo(SSLMethod):
             against); the keys are unshuffled afterwards. Excludes ``sync_batchnorm`` (global statistics would
             make the shuffle pointless).
         bn_splits: on a single device, Shuffle-BN is emulated as in the authors' CIFAR-10 demo (SplitBatchNorm,
-            8 splits): the backbone's BatchNorm statistics are taken over ``bn_splits`` groups of the batch, the
-            queries' groups in batch order and the keys' groups of a shuffled batch, so a query and its key
-            never share statistics (the paper's "cheating" through BN). 1 turns it off; with several devices
-            the devices are the groups.
+            8 splits): the backbone's BatchNorm statistics are taken over ``bn_splits`` groups of the batch
+            (sample n in group n % bn_splits), the queries' groups in batch order and the keys' groups of a
+            shuffled batch, so a query and its key never share statistics (the paper's "cheating" through BN).
+            One backbone call per view (:class:`~ssl_lightning.nn.SplitBatchNorm2d`), the running statistics
+            moving once per call as in the authors' code. 1 turns it off; with several devices the devices
+            are the groups.
     """
 
     min_batch_size = 2
@@ -76,7 +79,9 @@ class MoCo(SSLMethod):
         self.momentum_update = MomentumUpdate(tau, tau)  # constant momentum
         self.queue_update = QueueUpdate()
         self.projector = MLP([backbone.num_features, proj_hidden_dim, proj_output_dim], norm=False)
-        self.key_backbone = frozen_copy(backbone)
+        # one backbone call per view for the one-device Shuffle-BN (before the copy: the key encoder gets them too)
+        self._split_in_one_call = convert_split_batchnorm(self.backbone) if self.bn_splits > 1 else True
+        self.key_backbone = frozen_copy(self.backbone)
         self.key_projector = frozen_copy(self.projector)
         self.register_buffer("queue", torch.zeros(queue_size, proj_output_dim))  # (K, D); rows [0, filled) hold keys
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
@@ -94,22 +99,24 @@ class MoCo(SSLMethod):
 
     def shuffle_order(self, n: int, view: int, device: torch.device) -> torch.Tensor:
         """The Shuffle-BN permutation of ``n`` images for one view at this step: a function of (step, view), so
-        a resumed run shuffles exactly as the uninterrupted one (the global RNG is not checkpointed)."""
-        g = torch.Generator().manual_seed(2 * self.global_step + view)
-        return torch.randperm(n, generator=g).to(device)
+        a resumed run shuffles exactly as the uninterrupted one (the global RNG is not checkpointed). Drawn on
+        ``device`` (no host tensor is copied in the step) and alike on every rank, so no broadcast is needed."""
+        g = torch.Generator(device=device)
+        g.manual_seed(2 * self.global_step + view)
+        return torch.randperm(n, generator=g, device=device)
 
     @torch.no_grad()
     def keys(self, x: torch.Tensor, view: int = 0) -> torch.Tensor:
         """The key encoder's forward, (B, 3, H, W) -> L2-normalised keys (B, D), with Shuffle-BN when enabled:
-        the global batch is gathered, permuted by a permutation drawn on rank 0, each rank encodes its
-        shard of the permuted batch, and the keys are gathered and put back in order."""
+        the global batch is gathered, permuted by a permutation every rank draws alike (:meth:`shuffle_order`),
+        each rank encodes its shard of the permuted batch, and the keys are gathered and put back in order."""
         if not self.shuffle_bn:
             return self.encode_keys(x)
         if world_size() == 1:
             perm = self.shuffle_order(x.shape[0], view, x.device)
             return self.encode_keys(x[perm], splits=self.bn_splits)[torch.argsort(perm)]
         x_all = gather_no_grad(x)  # (W*B, 3, H, W)
-        perm = broadcast_(self.shuffle_order(x_all.shape[0], view, x.device))
+        perm = self.shuffle_order(x_all.shape[0], view, x.device)
         k_all = gather_no_grad(self.encode_keys(x_all[perm.view(world_size(), -1)[rank()]]))  # (W*B, D), permuted
         return k_all[torch.argsort(perm)].view(world_size(), x.shape[0], -1)[rank()]
 
@@ -117,10 +124,10 @@ class MoCo(SSLMethod):
     def encode_keys(self, x: torch.Tensor, splits: int = 1) -> torch.Tensor:
         return F.normalize(self.key_projector(self.split_forward(self.key_backbone, x, splits)).float(), dim=1)
 
-    @staticmethod
-    def split_forward(backbone: nn.Module, x: torch.Tensor, splits: int) -> torch.Tensor:
-        """``backbone(x)`` with BatchNorm statistics over ``splits`` consecutive groups of the batch."""
-        return backbone(x) if splits == 1 else torch.cat([backbone(chunk) for chunk in x.chunk(splits)])
+    def split_forward(self, backbone: nn.Module, x: torch.Tensor, splits: int) -> torch.Tensor:
+        """``backbone(x)`` with BatchNorm statistics over ``splits`` groups of the batch (sample n in group
+        n % splits), in one call."""
+        return split_forward(backbone, x, splits, one_call=self._split_in_one_call)
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:

@@ -67,12 +67,13 @@ _CONSTANTS: dict[tuple, torch.Tensor] = {}
 
 
 def channel_constant(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
-    """``values`` as a (1, C, 1, 1) tensor on ``like``'s device and dtype, made once per (values, device, dtype):
-    no host-to-device copy in the training step after the first."""
+    """``values`` as a (1, C, 1, 1) tensor on ``like``'s device and dtype, made once per (values, device, dtype)
+    by fill kernels (the values travel as kernel arguments): no host-to-device copy, not even the first time."""
     key = (tuple(values), like.device, like.dtype)
     t = _CONSTANTS.get(key)
     if t is None:
-        t = _CONSTANTS[key] = torch.tensor(key[0], device=like.device, dtype=like.dtype).view(1, -1, 1, 1)
+        t = _CONSTANTS[key] = torch.stack([torch.full((), float(v), device=like.device, dtype=like.dtype)
+                                           for v in key[0]]).view(1, -1, 1, 1)
     return t
 
 
