@@ -1,12 +1,12 @@
-"""``python -m ssl_lightning.bench [steps|data|mae|text|syncbn|knn] [overrides...]``: one entry point for every benchmark.
+"""``python -m ssl_lightning.bench [steps|data|mae|text|syncbn|knn|moco] [overrides...]``: one entry point for every benchmark.
 
-``syncbn`` and ``knn`` take plain ``key=value`` settings (see their modules), the others Hydra overrides."""
+``syncbn``, ``knn`` and ``moco`` take plain ``key=value`` settings (see their modules), the others Hydra overrides."""
 
 from __future__ import annotations
 
 import sys
 
-MODES = ("steps", "data", "mae", "text", "syncbn", "knn")
+MODES = ("steps", "data", "mae", "text", "syncbn", "knn", "moco")
 
 
 def split_mode(argv: list[str]) -> tuple[str, list[str]]:
@@ -35,6 +35,8 @@ def main() -> None:
         from ssl_lightning.bench.syncbn import main as run
     elif mode == "knn":
         from ssl_lightning.bench.knn import main as run
+    elif mode == "moco":
+        from ssl_lightning.bench.moco import main as run
     else:
         from ssl_lightning.bench.steps import main as run
     run()

@@ -39,19 +39,38 @@ from ssl_lightning.config import config_dir
 from ssl_lightning.train import check_compatible, fill_from_data
 
 
+def device_augment(datamodule):
+    """The device half of ``data.gpu_augment`` as training runs it after the batch transfer: a batch of
+    ``(uint8 crops, params)`` pairs -> augmented views; any other batch unchanged. Both loops apply it inside
+    their timed step."""
+    device_views = getattr(datamodule, "device_views", None)
+
+    def apply(batch):
+        views, labels = batch
+        if device_views is None or not isinstance(views, (list, tuple)) or not isinstance(views[0], (list, tuple)):
+            return batch
+        return device_views(views), labels
+
+    return apply
+
+
 class _Batches(L.LightningDataModule):
     """Pre-made batches, with the attributes methods read from their datamodule (batch size, normalisation,
-    tokenizer)."""
+    tokenizer) and its device-side augmentation."""
 
     def __init__(self, batches: list, source):
         super().__init__()
         self.batches, self.batch_size = batches, source.batch_size
+        self.augment = device_augment(source)
         for name in ("mean", "std", "tokenizer", "block_size"):
             if hasattr(source, name):
                 setattr(self, name, getattr(source, name))
 
     def train_dataloader(self):
         return DataLoader(self.batches, batch_size=None, shuffle=False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        return self.augment(batch)
 
 
 class _Timer(Callback):
@@ -113,6 +132,8 @@ def items_per_batch(batch) -> tuple[int, str]:
     if isinstance(inputs, dict):
         return inputs["image"].shape[0], "img"
     first = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+    if isinstance(first, (list, tuple)):  # data.gpu_augment: (uint8 crops, params) per view
+        first = first[0]
     return first.shape[0], "img"
 
 
@@ -128,7 +149,8 @@ def time_lightning(method, batches, datamodule, warmup: int, cfg: DictConfig, de
     return timer.times
 
 
-def time_plain(method, batches, batch_size: int, warmup: int, precision: str, device: torch.device) -> list[float]:
+def time_plain(method, batches, batch_size: int, warmup: int, precision: str, device: torch.device,
+               augment=lambda batch: batch) -> list[float]:
     if hasattr(method, "configure_model"):
         method.configure_model()  # the fast paths (channels_last, compile) Lightning applies in fit
     step = plain_step(method, device, batch_size, len(batches), precision)
@@ -137,7 +159,7 @@ def time_plain(method, batches, batch_size: int, warmup: int, precision: str, de
         if i >= warmup:
             sync(device)
             marks.append(time.perf_counter())
-        step(to_device(batch, device))
+        step(augment(to_device(batch, device)))
     sync(device)
     marks.append(time.perf_counter())
     return [b - a for a, b in zip(marks, marks[1:])]
@@ -154,7 +176,8 @@ def bench_method(cfg: DictConfig, warmup: int, steps: int, rounds: int = 1) -> d
     t_plain, t_ours, mem_plain, mem_ours = [], [], 0.0, 0.0
     for _ in range(rounds):  # interleaved, so drift on a shared machine hits both loops alike
         reset_peak_memory(device)
-        t_plain += time_plain(plain_copy.to(device), batches, datamodule.batch_size, warmup, precision, device)
+        t_plain += time_plain(plain_copy.to(device), batches, datamodule.batch_size, warmup, precision, device,
+                              device_augment(datamodule))
         mem_plain = max(mem_plain, peak_memory_mib(device))
         reset_peak_memory(device)
         t_ours += time_lightning(method, batches, datamodule, warmup, cfg, device)
