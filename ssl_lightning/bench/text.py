@@ -3,13 +3,15 @@
 
     python -m ssl_lightning.bench text          # Tiny Shakespeare, downloaded to ./data on first use
     python -m ssl_lightning.bench text data.path=/path/to/input.txt trainer.max_steps=500
+    python -m ssl_lightning.bench text trainer.max_steps=300 bench.rounds=5   # the loop's overhead: median ratio
 
 Both loops start from the same initial weights and train with the same configuration (nanoGPT's README CPU
 run: character level, block 64, batch 12, 4 layers, 4 heads, 128 wide, dropout 0, 2000 iterations, AdamW
 1e-3 with betas 0.9/0.99 and weight decay 0.1 on matrices, 100 warmup iterations then cosine to 1e-4, clipping
 1.0). The plain loop samples batches as nanoGPT's ``get_batch`` does. Both are then scored on the whole
 validation split. ms/iteration is wall time per training iteration including batch loading, logging and the
-optimizer, excluding validation, checkpointing and the first ``bench.warmup`` iterations.
+optimizer, excluding validation, checkpointing and the first ``bench.warmup`` iterations. With ``bench.rounds``
+above 1 the two loops alternate that many times and the ratio printed is the median of the rounds' ratios.
 """
 
 from __future__ import annotations
@@ -102,26 +104,37 @@ def _val_batches(datamodule, method):
     return datamodule.val_dataloader()
 
 
+def mean(times: list[float]) -> float:
+    return sum(times) / len(times)
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="bench_text")
 def main(cfg: DictConfig) -> None:
-    warmup = cfg.bench.warmup
-    ours_cfg = copy.deepcopy(cfg)
-    OmegaConf.set_struct(ours_cfg, False)
-    ours_cfg.callbacks.bench_timer = {"_target_": "ssl_lightning.bench.text.IterationTimer", "warmup": warmup}
-    metrics = train(ours_cfg)
-    timer = IterationTimer.last
-    ours_loss, ours_times = metrics["val/loss"], timer.times
-    plain_loss, plain_times = plain_loop(copy.deepcopy(cfg), warmup)
+    warmup, rounds = cfg.bench.warmup, cfg.bench.rounds
+    results = []  # (ours loss, ours times, plain loss, plain times) per round
+    for r in range(rounds):  # interleaved, so drift on a shared machine hits both loops alike
+        ours_cfg = copy.deepcopy(cfg)
+        OmegaConf.set_struct(ours_cfg, False)
+        ours_cfg.callbacks.bench_timer = {"_target_": "ssl_lightning.bench.text.IterationTimer", "warmup": warmup}
+        if rounds > 1:
+            ours_cfg.paths.output_dir = f"{cfg.paths.output_dir}/round{r}"
+        metrics = train(ours_cfg)
+        plain_loss, plain_times = plain_loop(copy.deepcopy(cfg), warmup)
+        results.append((metrics["val/loss"], IterationTimer.last.times, plain_loss, plain_times))
 
     def ms(times: list[float]) -> str:
-        return f"{1e3 * sum(times) / len(times):>9.2f} {1e3 * statistics.median(times):>9.2f}"
+        return f"{1e3 * mean(times):>9.2f} {1e3 * statistics.median(times):>9.2f}"
 
     print(f"\nCLM on {cfg.data.path}: {cfg.trainer.max_steps} iterations, block {cfg.data.block_size}, batch "
           f"{cfg.data.batch_size}, {cfg.backbone.depth} layers x {cfg.backbone.embed_dim}; torch threads "
-          f"{torch.get_num_threads()}")
+          f"{torch.get_num_threads()}; {rounds} interleaved round(s)")
     print(f"{'':<22} {'val/loss':>9} {'ms/it':>9} {'median':>9}")
-    print(f"{'ours (Lightning)':<22} {ours_loss:>9.4f} {ms(ours_times)}")
-    print(f"{'plain PyTorch loop':<22} {plain_loss:>9.4f} {ms(plain_times)}")
+    for r, (ours_loss, ours_times, plain_loss, plain_times) in enumerate(results):
+        tag = f" (round {r})" if rounds > 1 else ""
+        print(f"{'ours (Lightning)' + tag:<22} {ours_loss:>9.4f} {ms(ours_times)}")
+        print(f"{'plain PyTorch loop' + tag:<22} {plain_loss:>9.4f} {ms(plain_times)}")
     print(f"{'nanoGPT README':<22} {NANOGPT_README_VAL_LOSS:>9.2f}")
-    print(f"time per iteration, ours / plain: {sum(ours_times) / len(ours_times) / (sum(plain_times) / len(plain_times)):.3f}")
+    ratios = [mean(ours) / mean(plain) for _, ours, _, plain in results]
+    print(f"time per iteration, ours / plain: {statistics.median(ratios):.3f}"
+          + (f" (median of {rounds} rounds: {', '.join(f'{x:.3f}' for x in ratios)})" if rounds > 1 else ""))
 
