@@ -1,12 +1,30 @@
-"""What every benchmark mode shares: device synchronisation, peak memory, moving batches, image overrides."""
+"""What every benchmark mode shares: device synchronisation, peak memory, moving batches, image overrides,
+``key=value`` settings."""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import fields
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from omegaconf import DictConfig
+
+
+S = TypeVar("S")
+
+
+def parse_settings(settings: S, argv: list[str], mode: str) -> S:
+    """``key=value`` arguments (integers) over the defaults of the dataclass instance ``settings``; anything
+    else exits with a message naming the argument and what is allowed."""
+    known = {f.name for f in fields(settings)}
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key not in known or not value.isdigit():
+            raise SystemExit(f"bench {mode}: {arg!r} is not allowed: key=value with key in {sorted(known)}, value an integer")
+        setattr(settings, key, int(value))
+    return settings
 
 
 def sync(device: torch.device) -> None:

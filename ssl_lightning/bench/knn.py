@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ssl_lightning.bench.common import peak_memory_mib, reset_peak_memory, spawn_gloo
+from ssl_lightning.bench.common import parse_settings, peak_memory_mib, reset_peak_memory, spawn_gloo
 from ssl_lightning.callbacks.knn import knn_scores
 
 
@@ -33,13 +33,7 @@ class Settings:
 
 
 def parse(argv: list[str]) -> Settings:
-    settings, known = Settings(), {f.name for f in fields(Settings)}
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        if key not in known or not value.isdigit():
-            raise SystemExit(f"bench knn: {arg!r} is not allowed: key=value with key in {sorted(known)}, value an integer")
-        setattr(settings, key, int(value))
-    return settings
+    return parse_settings(Settings(), argv, "knn")
 
 
 def data(s: Settings):

@@ -17,12 +17,12 @@ import statistics
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import partial
 
 import torch
 
-from ssl_lightning.bench.common import sync
+from ssl_lightning.bench.common import parse_settings, sync
 
 
 @dataclass
@@ -35,12 +35,7 @@ class Settings:
 
 
 def parse(argv: list[str]) -> Settings:
-    settings, known = Settings(), {f.name for f in fields(Settings)}
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        if key not in known or not value.isdigit():
-            raise SystemExit(f"bench moco: {arg!r} is not allowed: key=value with key in {sorted(known)}, value an integer")
-        setattr(settings, key, int(value))
+    settings = parse_settings(Settings(), argv, "moco")
     if settings.batch_size % settings.bn_splits:
         raise SystemExit(f"bench moco: batch_size={settings.batch_size} is not a multiple of bn_splits={settings.bn_splits}")
     return settings

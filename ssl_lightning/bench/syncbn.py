@@ -17,12 +17,12 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from ssl_lightning.bench.common import peak_memory_mib, reset_peak_memory, spawn_gloo
+from ssl_lightning.bench.common import parse_settings, peak_memory_mib, reset_peak_memory, spawn_gloo
 
 
 @dataclass
@@ -35,13 +35,7 @@ class Settings:
 
 def parse(argv: list[str]) -> Settings:
     """``key=value`` arguments over the defaults of :class:`Settings`."""
-    settings, known = Settings(), {f.name for f in fields(Settings)}
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        if key not in known or not value.isdigit():
-            raise SystemExit(f"bench syncbn: {arg!r} is not allowed: key=value with key in {sorted(known)}, value an integer")
-        setattr(settings, key, int(value))
-    return settings
+    return parse_settings(Settings(), argv, "syncbn")
 
 
 def rss_mib() -> float:
