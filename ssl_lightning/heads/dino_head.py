@@ -34,6 +34,15 @@ class WeightNormLinear(nn.Module):
         return F.linear(x, self.weight)
 
 
+class TokenBatchNorm1d(nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` over the last dimension of a (..., C) input, statistics over every leading position
+    (samples, and tokens for iBOT's patch heads: what the official iBOT head's ``CustomSequential`` computes by
+    transposing (B, N, C) to (B, C, N))."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.reshape(-1, x.shape[-1])).view(x.shape)
+
+
 class DINOHead(nn.Module):
     """DINO's head (Sec. 3.1 and Appendix; facebookresearch/dino, ``vision_transformer.py``, ``DINOHead``):
     a ``num_layers``-layer MLP (``in -> 2048 -> 2048 -> 256``, GELU, no BatchNorm), L2-normalisation of the
@@ -47,16 +56,18 @@ class DINOHead(nn.Module):
         out_dim: K.
         hidden_dim, bottleneck_dim, num_layers: 2048, 256, 3.
         norm_last_layer: see :class:`WeightNormLinear`.
+        use_bn: a BatchNorm after each hidden layer, before its GELU (the official ``--use_bn_in_head``,
+            default false).
     """
 
     def __init__(self, in_dim: int, out_dim: int = 65536, hidden_dim: int = 2048, bottleneck_dim: int = 256,
-                 num_layers: int = 3, norm_last_layer: bool = True):
+                 num_layers: int = 3, norm_last_layer: bool = True, use_bn: bool = False):
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [bottleneck_dim]
         layers: list[nn.Module] = []
-        for d_in, d_out in zip(dims[:-1], dims[1:]):
-            layers += [nn.Linear(d_in, d_out), nn.GELU()]
-        self.mlp = nn.Sequential(*layers[:-1])  # no activation after the bottleneck
+        for d_in, d_out in zip(dims[:-2], dims[1:-1]):  # the hidden layers
+            layers += [nn.Linear(d_in, d_out), *([TokenBatchNorm1d(d_out)] if use_bn else []), nn.GELU()]
+        self.mlp = nn.Sequential(*layers, nn.Linear(dims[-2], dims[-1]))  # nothing after the bottleneck layer
         for m in self.mlp:
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)

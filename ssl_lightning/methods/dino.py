@@ -47,6 +47,7 @@ class DINO(SSLMethod):
 
     Args:
         out_dim, hidden_dim, bottleneck_dim, head_layers, norm_last_layer: the head (:class:`DINOHead`).
+        head_bn: BatchNorm after the head's hidden layers (the official ``--use_bn_in_head``, default false).
         student_temp: tau_s > 0.
         warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs: the teacher-temperature schedule.
         center_momentum: m in [0, 1).
@@ -62,7 +63,7 @@ class DINO(SSLMethod):
     min_batch_size = 1
 
     def __init__(self, backbone, optimizer, scheduler=None, out_dim: int = 65536, hidden_dim: int = 2048,
-                 bottleneck_dim: int = 256, head_layers: int = 3, norm_last_layer: bool = True,
+                 bottleneck_dim: int = 256, head_layers: int = 3, norm_last_layer: bool = True, head_bn: bool = False,
                  student_temp: float = 0.1, warmup_teacher_temp: float = 0.04, teacher_temp: float = 0.07,
                  warmup_teacher_temp_epochs: int = 30, center_momentum: float = 0.9, base_tau: float = 0.996,
                  final_tau: float = 1.0, weight_decay_end: float = 0.4, freeze_last_layer_epochs: int = 1,
@@ -79,6 +80,7 @@ class DINO(SSLMethod):
         for key, value in (("out_dim", out_dim), ("hidden_dim", hidden_dim), ("bottleneck_dim", bottleneck_dim)):
             check(_is_int(value) and value >= 1, f"method.{key}", value, "an integer >= 1")
         check(_is_int(head_layers) and head_layers >= 1, "method.head_layers", head_layers, "an integer >= 1")
+        check(isinstance(head_bn, bool), "method.head_bn", head_bn, "true or false")
         check(_is_number(clip_grad) and clip_grad >= 0, "method.clip_grad", clip_grad, "a gradient norm >= 0 (0: no clipping)")
         check(_is_int(num_global_crops) and num_global_crops >= 1, "method.num_global_crops", num_global_crops,
               "an integer >= 1")
@@ -90,7 +92,8 @@ class DINO(SSLMethod):
         self.weight_decay_schedule = WeightDecaySchedule(weight_decay, weight_decay_end)
         self.freeze_last_layer = FreezeLastLayer(freeze_last_layer_epochs)
         self.center_update = CenterUpdate()
-        self.head = DINOHead(backbone.num_features, out_dim, hidden_dim, bottleneck_dim, head_layers, norm_last_layer)
+        self.head = DINOHead(backbone.num_features, out_dim, hidden_dim, bottleneck_dim, head_layers, norm_last_layer,
+                             use_bn=head_bn)
         self.teacher_backbone = without_drop_path(frozen_copy(backbone))
         self.teacher_head = frozen_copy(self.head)
         self.register_buffer("center", torch.zeros(out_dim))
