@@ -40,16 +40,15 @@ from ssl_lightning.train import check_compatible, fill_from_data
 
 
 def device_augment(datamodule):
-    """The device half of ``data.gpu_augment`` as training runs it after the batch transfer: a batch of
-    ``(uint8 crops, params)`` pairs -> augmented views; any other batch unchanged. Both loops apply it inside
-    their timed step."""
-    device_views = getattr(datamodule, "device_views", None)
+    """The device half of ``data.gpu_augment`` as training runs it after the batch transfer (the datamodule's
+    ``augment_on_device``; batches of data without it unchanged). Both loops apply it inside their timed step."""
+    augment = getattr(datamodule, "augment_on_device", None)
 
     def apply(batch):
-        views, labels = batch
-        if device_views is None or not isinstance(views, (list, tuple)) or not isinstance(views[0], (list, tuple)):
+        if augment is None:
             return batch
-        return device_views(views), labels
+        views, labels = batch
+        return augment(views), labels
 
     return apply
 

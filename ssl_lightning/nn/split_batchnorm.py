@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssl_lightning.nn.sync_batchnorm import adopt_batchnorm_state
+
 
 class SplitBatchNorm2d(nn.BatchNorm2d):
     """``nn.BatchNorm2d`` whose training-mode statistics are taken over ``num_splits`` groups of the batch,
@@ -61,12 +63,7 @@ def convert_split_batchnorm(module: nn.Module) -> bool:
         if type(child) is nn.BatchNorm2d:
             split = SplitBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
                                      child.track_running_stats, device=torch.device("meta"))
-            for key, value in child._parameters.items():
-                split._parameters[key] = value
-            for key, value in child._buffers.items():
-                split._buffers[key] = value
-            split.train(child.training)
-            setattr(module, name, split)
+            setattr(module, name, adopt_batchnorm_state(split, child))
         elif isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, SplitBatchNorm2d):
             complete = False
         else:

@@ -140,6 +140,14 @@ def _on_cuda(module: _BatchNorm) -> bool:
     return bool(tensors) and tensors[0].is_cuda
 
 
+def adopt_batchnorm_state(new: _BatchNorm, old: _BatchNorm) -> _BatchNorm:
+    """``new`` holding ``old``'s parameter and buffer objects (an optimizer or an EMA callback holding them still
+    holds them) and its train/eval mode: how a BatchNorm is replaced by another kind in place."""
+    new._parameters.update(old._parameters)
+    new._buffers.update(old._buffers)
+    return new.train(old.training)
+
+
 def convert_sync_batchnorm(module: nn.Module, use_torch: bool | None = None) -> nn.Module:
     """Replace every ``BatchNorm1d/2d/3d`` in ``module``'s tree by a synchronised one, in place, keeping the
     same parameter and buffer objects (an optimizer or an EMA callback holding them still holds them) and the
@@ -152,14 +160,8 @@ def convert_sync_batchnorm(module: nn.Module, use_torch: bool | None = None) -> 
     if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm | nn.SyncBatchNorm):
         torch_kind = _on_cuda(module) if use_torch is None else use_torch
         cls = nn.SyncBatchNorm if torch_kind else SyncBatchNorm
-        sync = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
-        if module.affine:
-            sync.weight, sync.bias = module.weight, module.bias
-        if module.track_running_stats:
-            sync.running_mean, sync.running_var = module.running_mean, module.running_var
-            sync.num_batches_tracked = module.num_batches_tracked
-        sync.train(module.training)
-        return sync
+        return adopt_batchnorm_state(
+            cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats), module)
     for name, child in module.named_children():
         new = convert_sync_batchnorm(child, use_torch)
         if new is not child:
