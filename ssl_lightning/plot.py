@@ -16,7 +16,8 @@ runs). A run's scalars are read from its TensorBoard event files, or from the CS
   final ``metric`` (default: ``val/knn_top1``, else ``val/loss``) against the swept value.
 
 Runs are labelled by the overrides that differ between them (else by their directory). Options:
-``out=DIR`` (default: ``plots/`` in the first directory given), ``metric=KEY`` (the sweep plot's metric).
+``out=DIR`` (default: ``plots/`` in the first directory given), ``metric=KEY`` (the sweep plot's metric),
+``labels=A,B,...`` (one name per run, in the order given, instead of the overrides).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 from ssl_lightning.config import ConfigError, exit_on_config_error
 from ssl_lightning.summarize import find_runs, is_run, read_run
 
-OPTIONS = ("out", "metric")
+OPTIONS = ("out", "metric", "labels")
 Series = list[tuple[int, float]]  # (step, value), by step
 
 
@@ -171,13 +172,20 @@ def plot_sweeps(runs: list[Run], metric: str, out: Path, name: str) -> list[Path
     return written
 
 
-def plot(paths: list[Path], out: Path | None = None, metric: str | None = None) -> list[Path]:
-    """Read the runs under ``paths`` and write the figures into ``out``; returns the files written."""
+def plot(paths: list[Path], out: Path | None = None, metric: str | None = None,
+         labels: list[str] | None = None) -> list[Path]:
+    """Read the runs under ``paths`` and write the figures into ``out``; returns the files written. ``labels``
+    names the runs in order (a sweep directory counts one per job) instead of their differing overrides."""
     groups = [(p, [read(r) for r in find_runs(p)]) for p in paths]
     runs = [r for _, rs in groups for r in rs]
     if not any(r.scalars for r in runs):
         raise ConfigError(f"no TensorBoard events or metrics.csv under {', '.join(map(str, paths))}: nothing to plot")
+    if labels is not None and len(labels) != len(runs):
+        raise ConfigError(f"labels={','.join(labels)} is not allowed: give one label per run, {len(runs)} in all "
+                          f"({', '.join(str(r.path) for r in runs)})")
     label_runs(runs)
+    for r, name in zip(runs, labels or []):
+        r.label = name
     out = out or paths[0] / "plots"
     out.mkdir(parents=True, exist_ok=True)
     written = [
@@ -210,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
             raise ConfigError(f"{unknown[0]}={options[unknown[0]]} is not allowed: options are {', '.join(OPTIONS)}")
         if not paths:
             raise ConfigError("give a run or sweep directory: python -m ssl_lightning.plot outputs/DATE/TIME")
-        written = plot(paths, Path(options["out"]) if "out" in options else None, options.get("metric"))
+        labels = options["labels"].split(",") if "labels" in options else None
+        written = plot(paths, Path(options["out"]) if "out" in options else None, options.get("metric"), labels)
     for path in written:
         print(f"wrote {path}")
 

@@ -78,7 +78,7 @@ def test_csv_logs_plot_like_tensorboard(tmp_path):
 
 @pytest.mark.parametrize(("argv", "message"), [
     ([], None),
-    (["colour=red", "x"], "Configuration error: colour=red is not allowed: options are out, metric"),
+    (["colour=red", "x"], "Configuration error: colour=red is not allowed: options are out, metric, labels"),
     (["/no/such/dir"], "Configuration error: '/no/such/dir' is not a directory"),
 ])
 def test_arguments(argv, message, capsys):
@@ -98,3 +98,19 @@ def test_labels_name_what_differs_and_skip_cosmetic_overrides(tmp_path):
             Run(tmp_path / "1", {"method.temperature": "0.5", "data.num_workers": "2", "seed": "1"}, {})]
     label_runs(runs)
     assert [r.label for r in runs] == ["temperature=0.1", "temperature=0.5"]
+
+
+def test_labels_given_name_the_runs_in_order(sweep, tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    seen, draw = [], matplotlib.axes.Axes.plot
+
+    def plot_and_record(self, *args, label=None, **kwargs):
+        seen.append(label)
+        return draw(self, *args, label=label, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", plot_and_record)
+    plot([sweep], tmp_path / "named", labels=["cold", "warm"])
+    assert {"cold", "warm"} <= set(seen) and not any("temperature" in str(name) for name in seen)
+    with pytest.raises(SystemExit, match="labels=only-one is not allowed: give one label per run, 2 in all"):
+        main([str(sweep), "labels=only-one", f"out={tmp_path / 'x'}"])
