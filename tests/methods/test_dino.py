@@ -29,6 +29,8 @@ RUN = ["data.num_samples=32", "data.batch_size=8", "callbacks.knn.k=5", "~callba
     (["method=ibot", "augment.masking.mask_ratio_range=[0.0,0.5]"], "augment.masking.mask_ratio_range"),
     (["method=ibot", "augment.masking.mask_ratio_range=[0.3,1.0]"], "augment.masking.mask_ratio_range"),
     (["method=ibot", "augment.masking.mask_prob=1.5"], "augment.masking.mask_prob"),
+    (["method=ibot", "method.head_bn=true", "method.head_bn_stats=per_token"], "method.head_bn_stats"),
+    (["method=ibot", "method.head_bn_stats=separate"], "method.head_bn_stats='separate' is not allowed: joint unless"),
 ])
 def test_bad_input_fails_before_training(tmp_path, overrides, key):
     with pytest.raises(ConfigError, match=key):
@@ -90,3 +92,22 @@ def test_last_layer_frozen_exactly_in_epoch_1_and_signals_logged(tmp_path, metho
     assert metrics["train/kl"] >= -1e-4
     if method == "ibot":
         assert {"train/loss_cls", "train/loss_patch", "train/patch_teacher_entropy"} <= set(metrics)
+
+
+@pytest.mark.parametrize("stats", ["joint", "separate"])
+def test_ibot_head_batchnorm_statistics_joint_or_separate(tmp_path, stats):
+    """joint (the official head): one BatchNorm over [CLS] and patch tokens; separate: the [CLS] bottleneck is
+    what the head gives for the [CLS] tokens alone, the patches' what it gives for the patches alone."""
+    method = build(compose_config(tmp_path, "method=ibot", *TINY_VIT, *HEADS, "method.head_bn=true",
+                                  f"method.head_bn_stats={stats}"))[1].train()
+    tokens = torch.randn(6, 5, 32)
+    tokens[:, 0] += 3.0  # [CLS] tokens far from the patches: their statistics differ
+    _, patch, b = method.heads(tokens)
+    alone_cls, alone_patch = method.head.bottleneck(tokens[:, :1])[:, 0], method.head.bottleneck(tokens[:, 1:])
+    joint = method.head.bottleneck(tokens)
+    if stats == "separate":
+        torch.testing.assert_close(b, alone_cls)
+        torch.testing.assert_close(patch, method.head.last_layer(alone_patch))
+    else:
+        torch.testing.assert_close(b, joint[:, 0])
+        assert not torch.allclose(b, alone_cls, atol=1e-3)
