@@ -28,6 +28,17 @@ def test_mkdocs_build_strict(tmp_path):
     assert (tmp_path / "site" / "index.html").is_file()
     reference = (tmp_path / "site" / "reference" / "methods" / "index.html").read_text()
     assert "Paper defaults" in reference and "ssl_lightning.methods.simclr" in reference  # docstrings rendered
+    # the figures are drawn from the recorded runs in docs/runs/ while the site builds (docs/hooks/figures.py),
+    # every one a page shows is there, and none is written into the repository
+    import matplotlib.image
+
+    shown = {m for page in (ROOT / "docs").rglob("*.md") for m in re.findall(r"\(((?:\.\./)*assets/figures/[^)]+\.png)\)", page.read_text())}
+    assert len(shown) >= 5, shown
+    for src in shown:
+        png = tmp_path / "site" / src.lstrip("./")
+        height, width, _ = matplotlib.image.imread(png).shape
+        assert height > 200 and width > 400, src
+    assert not (ROOT / "docs" / "assets" / "figures").exists() and not list((ROOT / "docs" / "runs").rglob("*.png"))
 
 
 def test_readme_and_docs_stay_inside_the_repository():
