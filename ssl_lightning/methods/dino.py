@@ -185,12 +185,15 @@ class DINO(SSLMethod):
         return torch.cat([self.backbone(torch.cat(list(run))) for _, run in groupby(views, key=lambda v: v.shape[-2:])])
 
     def log_signals(self, loss: torch.Tensor, teacher: torch.Tensor, temp: float) -> None:
-        """``train/teacher_entropy``, ``train/kl`` (= loss - teacher entropy) and ``train/teacher_temp``."""
+        """``train/teacher_entropy``, ``train/kl`` (= loss - teacher entropy) and ``train/teacher_temp``, on the
+        steps a logger writes (:meth:`logs_this_step`; computed only then)."""
+        if not self.logs_this_step():
+            return
         with torch.no_grad():
             teacher_entropy = entropy(teacher)
-        self.log("train/teacher_entropy", teacher_entropy, on_step=True, on_epoch=False)
-        self.log("train/kl", loss.detach() - teacher_entropy, on_step=True, on_epoch=False)
-        self.log("train/teacher_temp", host_scalar(temp), on_step=True, on_epoch=False)
+        self.log_step("train/teacher_entropy", teacher_entropy)
+        self.log_step("train/kl", loss.detach() - teacher_entropy)
+        self.log_step("train/teacher_temp", host_scalar(temp))
 
     def training_step(self, batch, batch_idx: int):
         views, _ = batch
@@ -206,7 +209,7 @@ class DINO(SSLMethod):
         probs = teacher_probs(t, self.center, temp)  # (G*B, K)
         loss = dino_loss(s.split(n), probs.split(n), self.student_temp)
         self.accumulate_center(t.float().sum(dim=0), count=t.shape[0])  # fp32 sums, whatever the precision
-        self.log("train/loss", loss, prog_bar=True)
+        self.log_step("train/loss", loss, prog_bar=True)
         self.log_signals(loss, probs, temp)
         self.log_lr()
         return {"loss": loss, "h": h[:n].detach(), "z": b[:n].detach()}

@@ -145,12 +145,13 @@ class IBOT(DINO):
         loss_patch = ibot_patch_loss(s_patch.split(n), patch_probs.split(n), mask.split(n), self.student_temp)
         loss = self.lambda1 * loss_cls + self.lambda2 * loss_patch
         self.accumulate_center(t_cls.float().sum(dim=0), t_patch.float().mean(dim=1).sum(dim=0), count=t_cls.shape[0])
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/loss_cls", loss_cls, on_step=True, on_epoch=False)
-        self.log("train/loss_patch", loss_patch, on_step=True, on_epoch=False)
+        self.log_step("train/loss", loss, prog_bar=True)
+        self.log_step("train/loss_cls", loss_cls)
+        self.log_step("train/loss_patch", loss_patch)
         self.log_signals(loss_cls, probs, temp)
-        with torch.no_grad():
-            self.log("train/patch_teacher_entropy", entropy(patch_probs), on_step=True, on_epoch=False)
-        self.log("train/patch_teacher_temp", host_scalar(patch_temp), on_step=True, on_epoch=False)
+        if self.logs_this_step():
+            with torch.no_grad():
+                self.log_step("train/patch_teacher_entropy", entropy(patch_probs))
+            self.log_step("train/patch_teacher_temp", host_scalar(patch_temp))
         self.log_lr()
         return {"loss": loss, "h": h[:n].detach(), "z": b[:n].detach()}

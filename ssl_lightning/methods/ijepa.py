@@ -96,11 +96,11 @@ class IJEPA(SSLMethod):
     def training_step(self, batch, batch_idx: int):
         (images, context_ids, target_ids), _ = batch
         loss, latent, tokens = self.forward_ijepa(images, context_ids, target_ids)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log_step("train/loss", loss, prog_bar=True)
         self.log_lr()
         # shapes are host-side ints: logging them reads nothing back from the device
-        self.log("train/context_patches", host_scalar(context_ids.shape[1]), on_step=True, on_epoch=False)
-        self.log("train/target_patches", host_scalar(target_ids.shape[2]), on_step=True, on_epoch=False)
+        self.log_step("train/context_patches", host_scalar(context_ids.shape[1]))
+        self.log_step("train/target_patches", host_scalar(target_ids.shape[2]))
         if self.probe_full_image:
             with torch.no_grad():
                 h = self.backbone(images)  # (B, D): what kNN and validation see

@@ -123,8 +123,8 @@ class Jigsaw(SSLMethod):
     def training_step(self, batch, batch_idx: int):
         x, _ = batch
         loss, acc = self.pretext_loss(x["tiles"], x["perm"])
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/pretext_acc", acc)
+        self.log_step("train/loss", loss, prog_bar=True)
+        self.log_step("train/pretext_acc", acc)
         self.log_lr()
         return {"loss": loss, "h": self.eval_features(x["image"])}
 

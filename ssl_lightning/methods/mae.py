@@ -70,7 +70,7 @@ class MAE(SSLMethod):
     def training_step(self, batch, batch_idx: int):
         (images, mask), _ = batch
         loss, latent, _ = self.forward_mae(images, mask)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log_step("train/loss", loss, prog_bar=True)
         self.log_lr()
         h = self.backbone.pool(latent).detach()
         return {"loss": loss, "h": h, "z": h}

@@ -156,6 +156,6 @@ class MoCo(SSLMethod):
             # (2*W*B, D): each image's two keys, each enqueued once, in the order one process with the global
             # batch would enqueue them (all second-view keys, then all first-view keys)
             new_keys = torch.cat([new_keys, gather_no_grad(k1)])
-        self.log("train/loss", loss, prog_bar=True)
+        self.log_step("train/loss", loss, prog_bar=True)
         self.log_lr()
         return {"loss": loss, "h": h1.detach(), "z": q1.detach(), "enqueue": new_keys}

@@ -85,6 +85,6 @@ class MoCoV3(SSLMethod):
         k1, k2 = gather_no_grad(self.keys(x1)), gather_no_grad(self.keys(x2))  # (W*B, D)
         offset = rank() * x1.shape[0]
         loss = moco_v3_loss(q1, k2, self.temperature, offset) + moco_v3_loss(q2, k1, self.temperature, offset)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log_step("train/loss", loss, prog_bar=True)
         self.log_lr()
         return {"loss": loss, "h": h1.detach(), "z": z1.detach()}

@@ -52,8 +52,8 @@ class RotNet(SSLMethod):
     def training_step(self, batch, batch_idx: int):
         (x,), _ = batch
         loss, acc, h, _ = self.pretext(x)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/pretext_acc", acc)
+        self.log_step("train/loss", loss, prog_bar=True)
+        self.log_step("train/pretext_acc", acc)
         self.log_lr()
         return {"loss": loss, "h": h[: x.shape[0]].detach()}
 

@@ -59,6 +59,6 @@ class SimCLR(SSLMethod):
         z1, z2 = self.projector(h).chunk(2)  # (n, D) each
         # the official objective: mean over one direction's anchors + mean over the other's = 2 x mean over all
         loss = 2 * nt_xent_loss(z1, z2, self.temperature, gather(z1), gather(z2), offset=rank() * n)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log_step("train/loss", loss, prog_bar=True)
         self.log_lr()
         return {"loss": loss, "h": h[:n].detach(), "z": z1.detach()}

@@ -60,6 +60,6 @@ class SimSiam(SSLMethod):
         z1, z2 = self.projector(h1), self.projector(h2)  # (B, D)
         p1, p2 = self.predictor(z1), self.predictor(z2)  # (B, D)
         loss = simsiam_loss(p1, z2) / 2 + simsiam_loss(p2, z1) / 2
-        self.log("train/loss", loss, prog_bar=True)
+        self.log_step("train/loss", loss, prog_bar=True)
         self.log_lr()
         return {"loss": loss, "h": h1.detach(), "z": z1.detach()}

@@ -172,7 +172,7 @@ class SwAV(SSLMethod):
         z_crops = z.detach().split(n)
         codes = [self.codes(z_crops[c], c, slot) for slot, c in enumerate(self.crops_for_assign)]
         loss = swav_loss(scores.split(n), codes, self.crops_for_assign, self.temperature)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log_step("train/loss", loss, prog_bar=True)
         self.log_lr()
         out = {"loss": loss, "h": h[:n].detach(), "z": z[:n].detach()}
         if self.queue_length and self.current_epoch >= self.queue_start_epoch:

@@ -91,7 +91,7 @@ class TextMethod(SSLMethod):
         inputs, labels = batch  # training windows are whole blocks: no padding
         logits, targets = self.labelled_logits(inputs, labels)
         loss = lm_loss(logits, targets)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log_step("train/loss", loss, prog_bar=True)
         self.log_lr()
         return {"loss": loss}
 

@@ -62,8 +62,8 @@ class VICReg(SSLMethod):
         z1, z2 = self.projector(h1), self.projector(h2)  # (B, D)
         loss, terms = vicreg_loss(gather(z1), gather(z2), self.sim_coeff, self.std_coeff, self.cov_coeff,
                                   self.gamma, self.eps)  # global batch (W*B, D)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log_step("train/loss", loss, prog_bar=True)
         for name, value in terms.items():
-            self.log(f"train/{name}", value)
+            self.log_step(f"train/{name}", value)
         self.log_lr()
         return {"loss": loss, "h": h1.detach(), "z": z1.detach()}
