@@ -19,6 +19,7 @@ from tests.methods.test_training import SMALL_HEADS
     (["mae", "bench.steps=2"], ("mae", ["bench.steps=2"])),
     (["text"], ("text", [])),
     (["moco", "steps=2"], ("moco", ["steps=2"])),
+    (["logging", "values=2"], ("logging", ["values=2"])),
 ])
 def test_one_entry_point_picks_the_benchmark(argv, expected):
     assert split_mode(argv) == expected
@@ -71,3 +72,14 @@ def test_moco_bench_times_both_shuffle_bn_paths_on_the_same_numbers():
     row = bench_moco(Settings(batch_size=8, image_size=8, bn_splits=4, steps=1, rounds=1))
     assert row["before_ms"] > 0 and row["after_ms"] > 0
     assert row["loss_diff"] < 1e-4  # one call per view computes what one call per group did
+
+
+def test_logging_bench_prints_the_three_loops(monkeypatch, capsys):
+    import sys
+
+    from ssl_lightning.bench.logcost import main
+
+    monkeypatch.setattr(sys, "argv", ["bench", "values=2", "steps=60", "rounds=1", "every=5"])
+    main()
+    out = capsys.readouterr().out
+    assert "no self.log (floor)" in out and "self.log x 2 every step" in out and "log_step x 2 (every 5)" in out

@@ -9,7 +9,8 @@ One entry point, ``python -m ssl_lightning.bench [MODE] [overrides...]``:
 - ``text`` (:mod:`.text`): nanoGPT's CPU Shakespeare run, our CLM loop against a plain loop;
 - ``syncbn`` (:mod:`.syncbn`): one ResNet-18 step with our SyncBatchNorm on 2 gloo ranks against BatchNorm2d;
 - ``knn`` (:mod:`.knn`): the kNN bank's bytes per rank on 2 gloo ranks against one process;
-- ``moco`` (:mod:`.moco`): MoCo's one-device Shuffle-BN step, one backbone call per view against one per group.
+- ``moco`` (:mod:`.moco`): MoCo's one-device Shuffle-BN step, one backbone call per view against one per group;
+- ``logging`` (:mod:`.logcost`): what ``self.log`` costs a step, every step against only on the steps written.
 
 Shared helpers (device sync, peak memory) are in :mod:`.common`.
 """

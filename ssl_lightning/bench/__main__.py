@@ -1,12 +1,12 @@
-"""``python -m ssl_lightning.bench [steps|data|mae|text|syncbn|knn|moco] [overrides...]``: one entry point for every benchmark.
+"""``python -m ssl_lightning.bench [steps|data|mae|text|syncbn|knn|moco|logging] [overrides...]``: one entry point for every benchmark.
 
-``syncbn``, ``knn`` and ``moco`` take plain ``key=value`` settings (see their modules), the others Hydra overrides."""
+``syncbn``, ``knn``, ``moco`` and ``logging`` take plain ``key=value`` settings (see their modules), the others Hydra overrides."""
 
 from __future__ import annotations
 
 import sys
 
-MODES = ("steps", "data", "mae", "text", "syncbn", "knn", "moco")
+MODES = ("steps", "data", "mae", "text", "syncbn", "knn", "moco", "logging")
 
 
 def split_mode(argv: list[str]) -> tuple[str, list[str]]:
@@ -37,6 +37,8 @@ def main() -> None:
         from ssl_lightning.bench.knn import main as run
     elif mode == "moco":
         from ssl_lightning.bench.moco import main as run
+    elif mode == "logging":
+        from ssl_lightning.bench.logcost import main as run
     else:
         from ssl_lightning.bench.steps import main as run
     run()

@@ -173,14 +173,16 @@ def bench_method(cfg: DictConfig, warmup: int, steps: int, rounds: int = 1) -> d
     items, unit = items_per_batch(batches[0])
     precision = str(cfg.trainer.precision)
     t_plain, t_ours, mem_plain, mem_ours = [], [], 0.0, 0.0
-    for _ in range(rounds):  # interleaved, so drift on a shared machine hits both loops alike
-        reset_peak_memory(device)
-        t_plain += time_plain(plain_copy.to(device), batches, datamodule.batch_size, warmup, precision, device,
-                              device_augment(datamodule))
-        mem_plain = max(mem_plain, peak_memory_mib(device))
-        reset_peak_memory(device)
-        t_ours += time_lightning(method, batches, datamodule, warmup, cfg, device)
-        mem_ours = max(mem_ours, peak_memory_mib(device))
+    for r in range(rounds):  # interleaved, so drift on a shared machine hits both loops alike ...
+        for loop in ("plain", "ours") if r % 2 == 0 else ("ours", "plain"):  # ... and each goes first in turn
+            reset_peak_memory(device)
+            if loop == "plain":
+                t_plain += time_plain(plain_copy.to(device), batches, datamodule.batch_size, warmup, precision,
+                                      device, device_augment(datamodule))
+                mem_plain = max(mem_plain, peak_memory_mib(device))
+            else:
+                t_ours += time_lightning(method, batches, datamodule, warmup, cfg, device)
+                mem_ours = max(mem_ours, peak_memory_mib(device))
     t_ours, t_plain = statistics.median(t_ours), statistics.median(t_plain)  # per step; robust to a shared machine
     return {"method": type(method).__name__, "backbone": type(method.backbone).__name__, "batch": datamodule.batch_size,
             "unit": unit, "ours": items / t_ours, "plain": items / t_plain, "ratio": t_plain / t_ours,
