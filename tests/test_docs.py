@@ -32,7 +32,8 @@ def test_mkdocs_build_strict(tmp_path):
     # every one a page shows is there, and none is written into the repository
     import matplotlib.image
 
-    shown = {m for page in (ROOT / "docs").rglob("*.md") for m in re.findall(r"\(((?:\.\./)*assets/figures/[^)]+\.png)\)", page.read_text())}
+    figure = re.compile(r"\(((?:\.\./)*assets/figures/[^)]+\.png)\)")
+    shown = {m for page in (ROOT / "docs").rglob("*.md") for m in figure.findall(page.read_text())}
     assert len(shown) >= 5, shown
     for src in shown:
         png = tmp_path / "site" / src.lstrip("./")

@@ -39,8 +39,9 @@ def test_the_decision():
     assert not step_logged(fake_trainer(step=8, every=10, ready=4, bar_rate=2))  # ... for prog_bar values only
     assert not step_logged(fake_trainer(step=8, every=10, ready=3, bar_rate=2), prog_bar=True)
     assert step_logged(SimpleNamespace())  # outside a fit loop: always
-    assert step_logged(SimpleNamespace(**{**vars(fake_trainer(step=8, every=10, ready=2)), "max_steps": 9}))  # the last step
-    assert step_logged(SimpleNamespace(**{**vars(fake_trainer(step=8, every=10, ready=2)), "num_training_batches": 2}))
+    quiet = vars(fake_trainer(step=8, every=10, ready=2))
+    assert step_logged(SimpleNamespace(**{**quiet, "max_steps": 9}))  # the run's last step
+    assert step_logged(SimpleNamespace(**{**quiet, "num_training_batches": 2}))  # the epoch's last batch (a limit)
 
 
 def dino_run(tmp_path, monkeypatch, log_all: bool) -> tuple[dict, int]:

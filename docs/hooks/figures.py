@@ -28,7 +28,8 @@ _made: list[Path] = []
 
 
 def on_files(files: Files, config) -> Files:
-    runs = Path(os.path.relpath(Path(config["docs_dir"]) / "runs"))  # titles name docs/runs/..., not this machine's path
+    # relative, so that a sweep figure's title names docs/runs/..., not this machine's path
+    runs = Path(os.path.relpath(Path(config["docs_dir"]) / "runs"))
     scratch = Path(tempfile.mkdtemp(prefix="ssl_lightning_figures_"))
     _made.append(scratch)
     for name, (paths, labels) in FIGURES.items():

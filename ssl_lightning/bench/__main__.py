@@ -1,6 +1,8 @@
-"""``python -m ssl_lightning.bench [steps|data|mae|text|syncbn|knn|moco|logging] [overrides...]``: one entry point for every benchmark.
+"""``python -m ssl_lightning.bench [steps|data|mae|text|syncbn|knn|moco|logging] [overrides...]``: one entry point
+for every benchmark.
 
-``syncbn``, ``knn``, ``moco`` and ``logging`` take plain ``key=value`` settings (see their modules), the others Hydra overrides."""
+``syncbn``, ``knn``, ``moco`` and ``logging`` take plain ``key=value`` settings (see their modules), the others Hydra
+overrides."""
 
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ def _update(opt, sched, loss):
 
 
 def _silence(method) -> None:
-    """No logging: the plain loop has no logger (``log``, ``log_step`` and ``log_lr`` become no-ops on this instance)."""
+    """No logging: the plain loop has no logger (``log``, ``log_step`` and ``log_lr`` are no-ops on this instance)."""
     method.log = lambda *args, **kwargs: None
     method.log_step = lambda *args, **kwargs: None
     method.log_lr = lambda: None

@@ -57,8 +57,8 @@ def step_logged(trainer: L.Trainer, prog_bar: bool = False) -> bool:
     Lightning's ``self.log`` costs about 0.2 ms of host time per call whether or not the value is ever written
     (``_ResultMetric.to`` walks the metric's attributes on every call; ``python -m ssl_lightning.bench logging``
     measures it), so the dozen per-step values DINO logs cost 2.5 ms a step; logging them only on these steps
-    keeps what every logger and the bar show. The decision depends only on step counts, the same on every rank. Outside a fit loop (or
-    on a Lightning without these attributes) every value is logged."""
+    keeps what every logger and the bar show. The decision depends only on step counts, the same on every rank.
+    Outside a fit loop (or on a Lightning without these attributes) every value is logged."""
     try:
         if trainer.fast_dev_run or trainer._logger_connector.should_update_logs:
             return True

@@ -183,7 +183,8 @@ class SSLMethod(L.LightningModule):
     def log_lr(self) -> None:
         """Log the LR (a host number, see :func:`host_scalar`) on the steps a logger writes."""
         if self.logs_this_step():
-            self.log_step("train/lr", host_scalar(self.trainer.optimizers[0].param_groups[0]["lr"]))
+            lr = host_scalar(self.trainer.optimizers[0].param_groups[0]["lr"])
+            self.log("train/lr", lr, on_step=True, on_epoch=False)
 
     # -- checkpoints ------------------------------------------------------------------------------------
 
