@@ -21,6 +21,8 @@ FIGURES: dict[str, tuple[list[str], list[str] | None]] = {
     "default": (["default"], ["python -m ssl_lightning.train (SimCLR)"]),
     "digits": (["default", "vicreg_digits", "dino_digits"],
                ["SimCLR (default run)", "VICReg (vicreg_digits)", "DINO (dino_digits)"]),
+    "vit_digits": (["dino_digits", "ibot_digits", "ijepa_digits"],
+                   ["DINO (dino_digits)", "iBOT (ibot_digits)", "I-JEPA (ijepa_digits)"]),
     "moco_temperature": (["moco_temperature"], None),
 }
 
