@@ -50,16 +50,21 @@ def extract_features(model: torch.nn.Module, loader, device: torch.device, *, no
 
     The model runs in eval mode under ``autocast()`` (the trainer's or Fabric's precision); each batch's
     features are L2-normalised in fp32 when ``normalize`` and cast to ``dtype`` before being kept, so the
-    shard never exists in fp32 when a smaller storage dtype is asked for."""
+    shard never exists in fp32 when a smaller storage dtype is asked for.
+
+    The host's (and ``device``'s) random generator is left as it was: iterating a loader draws its workers' base
+    seed from it (twice behind a tqdm bar), and training must not draw differently because an evaluation ran,
+    or ran with a progress bar (the drop path of the next steps would)."""
     was_training = model.training
     model.eval()
     feats, labels = [], []
-    for x, y in progress(loader, desc, show_progress):
-        with autocast():
-            h = model(x.to(device, non_blocking=True))
-        h = F.normalize(h.float(), dim=1) if normalize else h.float()
-        feats.append(h.to(dtype))
-        labels.append(y.to(device))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type):
+        for x, y in progress(loader, desc, show_progress):
+            with autocast():
+                h = model(x.to(device, non_blocking=True))
+            h = F.normalize(h.float(), dim=1) if normalize else h.float()
+            feats.append(h.to(dtype))
+            labels.append(y.to(device))
     model.train(was_training)
     if not feats:  # an empty shard (more ranks than images)
         dim = getattr(model, "num_features", None) or model.backbone.num_features

@@ -48,7 +48,7 @@ class IBOT(DINO):
     statistics and the patch tokens with theirs (same affine parameters): with 16 patches per [CLS] the joint
     statistics are the patches', and on the digits the [CLS] output then went to the uniform distribution
     (kNN 53.5 -> 42.1 in 20 epochs, also without masks or the patch loss), where separate statistics learn
-    (56.6, linear 74.7; ``experiment=ibot_digits``). Not in the official code; no preset for real data uses it.
+    (56.8, linear 74.4; ``experiment=ibot_digits``). Not in the official code; no preset for real data uses it.
 
     Args (beyond DINO's):
         patch_out_dim: K of the patch layer when not shared (shared: ``out_dim``).

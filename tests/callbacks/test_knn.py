@@ -40,3 +40,18 @@ def test_chunking_does_not_change_the_result():
     bank, bank_y = clusters(30, 4, 8, 3.0)
     query, _ = clusters(10, 4, 8, 3.0, seed=2)
     torch.testing.assert_close(knn_predict(query, bank, bank_y, 4, chunk_size=7), knn_predict(query, bank, bank_y, 4))
+
+
+@pytest.mark.parametrize("show_progress", [False, True])
+def test_feature_extraction_leaves_the_random_generator_as_it_was(show_progress):
+    """Training must draw the same random numbers whether or not an evaluation ran before, with or without a
+    progress bar (a loader's iterator draws its base seed from the host generator; tqdm makes it draw twice)."""
+    from ssl_lightning.callbacks.knn import extract_features
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(10, 4), torch.arange(10)), batch_size=4)
+    model = torch.nn.Linear(4, 3)
+    torch.manual_seed(0)
+    before = torch.random.get_rng_state()
+    feats, labels = extract_features(model, loader, torch.device("cpu"), show_progress=show_progress)
+    assert feats.shape == (10, 3) and labels.tolist() == list(range(10))
+    assert torch.equal(torch.random.get_rng_state(), before)
