@@ -183,7 +183,8 @@ def plot(paths: list[Path], out: Path | None = None, metric: str | None = None,
     if labels is not None and len(labels) != len(runs):
         raise ConfigError(f"labels={','.join(labels)} is not allowed: give one label per run, {len(runs)} in all "
                           f"({', '.join(str(r.path) for r in runs)})")
-    label_runs(runs)
+    if labels is None:
+        label_runs(runs)
     for r, name in zip(runs, labels or []):
         r.label = name
     out = out or paths[0] / "plots"

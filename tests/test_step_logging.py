@@ -10,16 +10,13 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 
-import ssl_lightning.callbacks.momentum
-import ssl_lightning.callbacks.nonfinite
-import ssl_lightning.callbacks.weight_decay
+import ssl_lightning.callbacks.steps
 import ssl_lightning.methods.base
 from ssl_lightning.callbacks.steps import step_logged
 from ssl_lightning.train import build, train
 from tests.conftest import compose_config
 
-USERS = (ssl_lightning.methods.base, ssl_lightning.callbacks.momentum, ssl_lightning.callbacks.nonfinite,
-         ssl_lightning.callbacks.weight_decay)
+USERS = (ssl_lightning.callbacks.steps, ssl_lightning.methods.base)  # where step_logged is looked up
 
 
 def fake_trainer(step: int, every: int, ready: int, last: bool = False, bar_rate: int | None = None):

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from ssl_lightning.callbacks.steps import AfterOptimizerStep, host_scalar, step_logged
+from ssl_lightning.callbacks.steps import AfterOptimizerStep, host_scalar, log_step
 from ssl_lightning.config import check
 
 
@@ -78,5 +78,4 @@ class MomentumUpdate(AfterOptimizerStep):
     def optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         tau = self.tau(trainer.global_step - 1, int(trainer.estimated_stepping_batches))
         ema_update_(self._teacher, self._student, tau)
-        if step_logged(trainer):
-            pl_module.log("train/tau", host_scalar(tau), on_step=True, on_epoch=False)
+        log_step(trainer, pl_module, "train/tau", host_scalar(tau))

@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 
 from ssl_lightning.callbacks.agreed_flag import AgreedFlag
-from ssl_lightning.callbacks.steps import host_scalar, step_logged
+from ssl_lightning.callbacks.steps import host_scalar, log_step
 from ssl_lightning.config import check
 
 
@@ -77,8 +77,7 @@ class NonFiniteLoss(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         if self.mode == "skip":
-            if step_logged(trainer):
-                pl_module.log("train/skipped_steps", host_scalar(self.skipped), on_step=True, on_epoch=False)
+            log_step(trainer, pl_module, "train/skipped_steps", host_scalar(self.skipped))
             return
         if self._loss is None:
             return

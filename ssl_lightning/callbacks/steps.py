@@ -71,3 +71,10 @@ def step_logged(trainer: L.Trainer, prog_bar: bool = False) -> bool:
                     and progress.current.ready % max(1, int(getattr(bar, "refresh_rate", 1))) == 0)
     except (AttributeError, RuntimeError, NotImplementedError):
         return True
+
+
+def log_step(trainer: L.Trainer, module: L.LightningModule, name: str, value, prog_bar: bool = False) -> None:
+    """``module.log(name, value)`` as a per-step value, on the steps where :func:`step_logged` says it is read;
+    what methods (``SSLMethod.log_step``) and callbacks log every step goes through here."""
+    if step_logged(trainer, prog_bar):
+        module.log(name, value, on_step=True, on_epoch=False, prog_bar=prog_bar)

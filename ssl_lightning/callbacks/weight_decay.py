@@ -7,7 +7,7 @@ import math
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from ssl_lightning.callbacks.steps import host_scalar, step_logged
+from ssl_lightning.callbacks.steps import host_scalar, log_step
 from ssl_lightning.config import check
 
 
@@ -47,5 +47,4 @@ class WeightDecaySchedule(Callback):
                 # decided once, from the decay the group was built with; saved with the optimizer, so kept on resume
                 if group.setdefault("scheduled_weight_decay", group["weight_decay"] > 0):
                     group["weight_decay"] = wd
-        if step_logged(trainer):
-            pl_module.log("train/weight_decay", host_scalar(wd), on_step=True, on_epoch=False)
+        log_step(trainer, pl_module, "train/weight_decay", host_scalar(wd))

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ssl_lightning.callbacks.steps import host_scalar, step_logged
+from ssl_lightning.callbacks.steps import host_scalar, log_step, step_logged
 from ssl_lightning.config import check
 from ssl_lightning.distributed import world_size
 from ssl_lightning.nn import SyncBatchNorm, convert_sync_batchnorm
@@ -177,8 +177,8 @@ class SSLMethod(L.LightningModule):
     def log_step(self, name: str, value, prog_bar: bool = False) -> None:
         """Log a per-step training value on the steps where something reads it (:meth:`logs_this_step`); each
         skipped ``self.log`` saves about 0.2 ms of host time."""
-        if self.logs_this_step(prog_bar):
-            self.log(name, value, on_step=True, on_epoch=False, prog_bar=prog_bar)
+        if self._trainer is not None:
+            log_step(self._trainer, self, name, value, prog_bar)
 
     def log_lr(self) -> None:
         """Log the LR (a host number, see :func:`host_scalar`) on the steps a logger writes."""
